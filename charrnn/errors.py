@@ -1,0 +1,29 @@
+"""The one exception type the library raises for problems a user can fix.
+
+The CLI turns a `CharrnnError` into a one-line message and a non-zero exit;
+anything else that escapes is a bug and keeps its traceback.
+"""
+
+
+class CharrnnError(Exception):
+    """A problem with the user's input: a file, an option, a checkpoint."""
+
+
+class CorpusError(CharrnnError):
+    """The corpus cannot be read, decoded or batched."""
+
+
+class CheckpointError(CharrnnError):
+    """A checkpoint is missing, damaged or not ours."""
+
+
+class UnknownCharactersError(CharrnnError):
+    """Text holds characters outside the model's vocabulary."""
+
+    def __init__(self, unknown: list[str]):
+        self.unknown = unknown
+        shown = ", ".join(repr(c) for c in unknown[:20])
+        more = f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""
+        super().__init__(
+            f"the seed has {len(unknown)} character(s) the model never saw: {shown}{more}"
+        )
