@@ -1,0 +1,139 @@
+"""One self-contained file per checkpoint; atomic save; safe load; format version.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts,
+written with `torch.save` and read with `torch.load(weights_only=True)`, so
+loading never unpickles arbitrary objects. It holds everything sampling needs
+(model config, vocabulary, weights) and everything resuming needs (optimizer,
+step, data position, carried state, RNG states).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from charrnn.errors import CheckpointError
+from charrnn.model import CharRNN, ModelConfig
+from charrnn.tokenizers import CharVocab
+
+FORMAT = "charrnn"
+FORMAT_VERSION = 1
+BEST, LAST = "best.pt", "last.pt"
+
+
+def save_checkpoint(payload: dict, path: Path) -> None:
+    """Write a checkpoint atomically (see `_atomic_write`)."""
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
+    _atomic_write(Path(path), lambda f: torch.save(payload, f))
+
+
+def write_run_config(run_dir: Path, config: dict) -> None:
+    """The run's resolved options as `config.json`, for people and tools to read."""
+    text = json.dumps(config, indent=2, ensure_ascii=False) + "\n"
+    _atomic_write(Path(run_dir) / "config.json", lambda f: f.write(text.encode("utf-8")))
+
+
+def _atomic_write(path: Path, write) -> None:
+    """A temp file in the same folder, fsync, rename over `path`, fsync the folder.
+
+    A crash at any moment leaves either the old file or the new one, never a
+    torn one; the temp file is removed if writing fails.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a directory; the rename still happened
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Read a checkpoint, refusing anything that is not a readable charrnn file."""
+    path = Path(path)
+    if path.is_dir():
+        found = run_checkpoint(path)
+        if found is None:
+            raise CheckpointError(f"checkpoint folder {path} holds no {BEST} or {LAST}")
+        path = found
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except PermissionError:
+        raise CheckpointError(f"checkpoint {path}: permission denied") from None
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"checkpoint {path} is damaged or not a charrnn checkpoint ({reason[:160]})"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path} is not a charrnn checkpoint")
+    version = ckpt.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {version}, newer than this charrnn "
+            f"reads ({FORMAT_VERSION}); upgrade charrnn"
+        )
+    missing = [k for k in ("model_config", "vocab", "model") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is damaged (missing {', '.join(missing)})")
+    ckpt["path"] = str(path)
+    return ckpt
+
+
+def restore_model(ckpt: dict, device: str | torch.device = "cpu") -> tuple[CharRNN, CharVocab]:
+    """The model (in eval mode) and vocabulary stored in a loaded checkpoint."""
+    try:
+        vocab = CharVocab.from_dict(ckpt["vocab"])
+        model = CharRNN(ModelConfig(**ckpt["model_config"]))
+        model.load_state_dict(ckpt["model"])
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {ckpt.get('path')} is damaged ({e})") from None
+    return model.to(device).eval(), vocab
+
+
+def run_checkpoint(run_dir: Path) -> Path | None:
+    """A run folder's best.pt, else its last.pt, else None."""
+    for name in (BEST, LAST):
+        if (run_dir / name).is_file():
+            return run_dir / name
+    return None
+
+
+def newest_checkpoint(out_dir: str | os.PathLike) -> Path:
+    """The best checkpoint of the most recently written run under `out_dir`."""
+    out_dir = Path(out_dir)
+    found = []
+    if out_dir.is_dir():
+        for run_dir in out_dir.iterdir():
+            ckpt = run_checkpoint(run_dir) if run_dir.is_dir() else None
+            if ckpt is not None:
+                found.append((ckpt.stat().st_mtime, ckpt))
+    if not found:
+        raise CheckpointError(
+            f"no checkpoints under {out_dir}/; train a model first or pass --checkpoint"
+        )
+    return max(found)[1]
