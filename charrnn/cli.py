@@ -1,0 +1,610 @@
+"""The `charrnn` command line: click commands over the library.
+
+This is the only module that imports click or rich. One rich Console, on
+stderr, carries every message for people; generated text alone goes to stdout.
+Library modules (and so torch) are imported inside the commands, which keeps
+`charrnn --help` fast.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+import signal
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+from rich.table import Table
+
+from charrnn import __version__
+from charrnn.errors import CharrnnError, UnknownCharactersError
+
+console = Console(stderr=True, highlight=False)
+
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+
+
+# ------------------------------------------------------------------ messages and errors
+
+
+def info(message: str) -> None:
+    console.print(message, soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
+
+
+class UserError(click.ClickException):
+    """A one-line `error: ...` on stderr through the Console, exit status 1."""
+
+    def show(self, file=None) -> None:
+        console.print(f"[bold red]error:[/] {escape(self.message)}", soft_wrap=True)
+
+
+@contextmanager
+def user_errors():
+    """Library errors become one-line messages; nothing a user caused shows a traceback."""
+    try:
+        yield
+    except CharrnnError as e:
+        raise UserError(str(e)) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]aborted[/]")
+        sys.exit(EXIT_SIGINT)
+
+
+# ------------------------------------------------------------------ parameter types
+
+
+class Duration(click.ParamType):
+    """A wall-clock length: 90, 90s, 3m, 1.5h, 1h30m."""
+
+    name = "duration"
+    _part = re.compile(r"(\d+(?:\.\d+)?)([smh]?)")
+    _unit = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            seconds = float(value)
+        else:
+            text = str(value).strip().lower().replace(" ", "")
+            parts = self._part.findall(text)
+            if not text or "".join(n + u for n, u in parts) != text:
+                self.fail(f"{value!r} is not a duration such as 90s, 3m, 1h or 1h30m", param, ctx)
+            seconds = sum(float(n) * self._unit[u] for n, u in parts)
+        if not seconds > 0:
+            self.fail(f"{value!r} must be longer than zero", param, ctx)
+        return seconds
+
+
+class FiniteFloat(click.FloatRange):
+    """FloatRange that also refuses nan and inf (which compare false to every bound)."""
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return rv
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+# ------------------------------------------------------------------ the group
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="charrnn")
+def cli():
+    """Character-level RNN language models: train on any text, then sample from it.
+
+    \b
+    Examples:
+      charrnn train corpora/shakespeare.txt --time 3m
+      charrnn sample --seed "ROMEO:" --length 500
+      charrnn train --help
+    """
+
+
+def main():
+    cli(prog_name="charrnn")
+
+
+# ------------------------------------------------------------------ train
+
+MODEL_OPTIONS = ("cell", "layers", "hidden", "embed", "dropout")
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@cli.command()
+@click.argument("corpus", type=click.Path(path_type=Path))
+@click.option(
+    "--cell",
+    type=click.Choice(["lstm", "gru", "rnn"]),
+    default="lstm",
+    show_default=True,
+    help="Recurrent cell type.",
+)
+@click.option(
+    "--layers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Number of stacked recurrent layers.",
+)
+@click.option(
+    "--hidden",
+    type=click.IntRange(min=1),
+    default=512,
+    show_default=True,
+    help="Hidden units per layer.",
+)
+@click.option(
+    "--embed",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Character embedding size.",
+)
+@click.option(
+    "--dropout",
+    type=FiniteFloat(0, 1, max_open=True),
+    default=0.0,
+    show_default=True,
+    help="Dropout between layers and before the output layer.",
+)
+@click.option(
+    "--seq-len",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Truncated-BPTT window: characters per stream per step.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Number of parallel streams the corpus is cut into.",
+)
+@click.option(
+    "--lr",
+    type=FiniteFloat(0, min_open=True),
+    default=3e-3,
+    show_default=True,
+    help="Peak learning rate (AdamW).",
+)
+@click.option(
+    "--warmup-steps",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Steps of linear warmup before the cosine decay.",
+)
+@click.option(
+    "--weight-decay",
+    type=FiniteFloat(0),
+    default=0.0,
+    show_default=True,
+    help="AdamW decoupled weight decay.",
+)
+@click.option(
+    "--grad-clip",
+    type=FiniteFloat(0),
+    default=1.0,
+    show_default=True,
+    help="Clip the gradient norm to this value (0 turns clipping off).",
+)
+@click.option(
+    "--val-frac",
+    type=FiniteFloat(0, 0.5),
+    default=0.1,
+    show_default=True,
+    help="Share of the corpus, taken from its end, held out for validation.",
+)
+@click.option(
+    "--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps."
+)
+@click.option(
+    "--time",
+    "time_budget",
+    type=Duration(),
+    default=None,
+    help="Wall-clock budget, e.g. 90s, 3m, 1h. Default 3m if --max-steps is not given.",
+)
+@click.option(
+    "--eval-every",
+    type=click.IntRange(min=0),
+    default=200,
+    show_default=True,
+    help="Evaluate and save every N steps (0: only at the end).",
+)
+@click.option(
+    "--rng-seed",
+    type=int,
+    default=1337,
+    show_default=True,
+    help="Random seed for initialisation and dropout.",
+)
+@click.option(
+    "--run",
+    "run_name",
+    default=None,
+    metavar="NAME",
+    help="Run folder name under --out. Default: corpus name and time.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("checkpoints"),
+    show_default=True,
+    help="Folder that holds the run folders.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda", "mps"]),
+    default="auto",
+    show_default=True,
+    help="Where to train; auto picks CUDA, then MPS, then CPU.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run named by --run (default: the newest) from its last.pt.",
+)
+@click.pass_context
+def train(ctx, corpus, run_name, out, resume, **options):
+    """Train a character-level language model on CORPUS, a UTF-8 text file.
+
+    The last --val-frac of the file is the validation set. Checkpoints go to
+    OUT/RUN/: best.pt (lowest validation loss) and last.pt (newest). Ctrl-C
+    saves last.pt and prints the command that resumes.
+
+    \b
+    Examples:
+      charrnn train corpora/shakespeare.txt --time 3m
+      charrnn train input.txt --cell gru --layers 2 --hidden 256 --max-steps 2000
+      charrnn train input.txt --run mine --dropout 0.2 --time 1h
+      charrnn train input.txt --run mine --resume --time 2h
+    """
+    with user_errors():
+        from charrnn.checkpoint import LAST, load_checkpoint, newest_checkpoint
+        from charrnn.data import check_corpus_size, load_corpus
+        from charrnn.train import Trainer
+
+        if run_name is not None and not RUN_NAME.match(run_name):
+            raise CharrnnError(f"--run {run_name!r}: use letters, digits, '.', '_' and '-' only")
+        given = {k for k in options if ctx.get_parameter_source(k).name != "DEFAULT"}
+        ckpt = None
+        if resume:
+            run_dir = out / run_name if run_name else newest_checkpoint(out).parent
+            ckpt = load_checkpoint(run_dir / LAST)
+        else:
+            run_dir = out / (run_name or default_run_name(corpus, out))
+            refuse_existing_run(run_dir)
+
+        corpus_data = load_corpus(corpus)
+        model_config, train_config = resolve_configs(corpus_data, options, given, ckpt)
+        check_corpus_size(
+            corpus_data, train_config.batch_size, train_config.seq_len, train_config.val_frac
+        )
+        describe_start(corpus_data, model_config, train_config, run_dir, ckpt)
+
+        trainer = Trainer(
+            corpus_data, model_config, train_config, run_dir, callback=None, resume=ckpt
+        )
+        with stop_on_signals(trainer) as received, TrainProgress(trainer) as progress:
+            trainer.callback = progress
+            result = trainer.run()
+        show_summary(result, trainer)
+        if result.interrupted:
+            resume_cmd = f"charrnn train {corpus} --run {run_dir.name} --resume"
+            if out != Path("checkpoints"):
+                resume_cmd += f" --out {out}"
+            info(f"[yellow]interrupted at step {result.steps:,}[/]; saved {run_dir / LAST}")
+            info(f"resume with: [bold]{escape(resume_cmd)}[/]")
+            sys.exit(EXIT_SIGTERM if received == [signal.SIGTERM] else EXIT_SIGINT)
+
+
+def default_run_name(corpus: Path, out: Path) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", corpus.stem).strip("-.") or "run"
+    base = f"{stem}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    name, n = base, 2
+    while (out / name).exists():
+        name, n = f"{base}-{n}", n + 1
+    return name
+
+
+def refuse_existing_run(run_dir: Path) -> None:
+    from charrnn.checkpoint import run_checkpoint
+
+    if run_dir.is_dir() and run_checkpoint(run_dir) is not None:
+        raise CharrnnError(
+            f"run {run_dir} already has checkpoints; add --resume to continue it, "
+            f"or pick another --run name"
+        )
+
+
+def resolve_configs(corpus, options: dict, given: set[str], ckpt: dict | None):
+    """Model and train configs from the options, or from the checkpoint when resuming.
+
+    On resume the model comes from the checkpoint: a model option given on the
+    command line that disagrees is refused. Training options given on the
+    command line override the stored ones (e.g. a longer --time).
+    """
+    from charrnn.model import ModelConfig
+    from charrnn.train import TrainConfig
+
+    model_opts = {k: options[k] for k in MODEL_OPTIONS}
+    train_opts = {k: v for k, v in options.items() if k not in MODEL_OPTIONS}
+    if ckpt is None:
+        return (ModelConfig(vocab_size=len(corpus.vocab), **model_opts), TrainConfig(**train_opts))
+
+    stored_model = ckpt["model_config"]
+    clashes = [
+        f"--{k} {model_opts[k]} (checkpoint has {stored_model[k]})"
+        for k in MODEL_OPTIONS
+        if k in given and model_opts[k] != stored_model[k]
+    ]
+    if clashes:
+        raise CharrnnError(
+            f"cannot resume {ckpt['path']} with a different model: {', '.join(clashes)}"
+        )
+    stored_train = dict(ckpt["train_config"])
+    stored_train.update({k: v for k, v in train_opts.items() if k in given})
+    if "max_steps" in given and "time_budget" not in given:
+        stored_train["time_budget"] = None  # a new step target replaces the old budget
+    if "time_budget" in given and "max_steps" not in given:
+        stored_train["max_steps"] = None
+    return ModelConfig(**stored_model), TrainConfig(**stored_train)
+
+
+def describe_start(corpus, model_config, train_config, run_dir: Path, ckpt) -> None:
+    from charrnn.data import split_sizes
+
+    n_train, n_val = split_sizes(len(corpus), train_config.val_frac)
+    source = "cached encoding" if corpus.from_cache else "encoded"
+    info(
+        f"corpus  {escape(str(corpus.path))}: {len(corpus):,} characters, "
+        f"{len(corpus.vocab)} symbols ({source})"
+    )
+    info(f"split   {n_train:,} train / {n_val:,} validation characters")
+    m = model_config
+    info(f"model   {m.cell.upper()} {m.layers}x{m.hidden}, embed {m.embed}, dropout {m.dropout:g}")
+    t = train_config
+    length = []
+    if t.max_steps:
+        length.append(f"{t.max_steps:,} steps")
+    if t.time_budget:
+        length.append(format_duration(t.time_budget))
+    info(
+        f"train   batch {t.batch_size} x seq-len {t.seq_len}, lr {t.lr:g}, "
+        f"for {' or '.join(length)}"
+    )
+    if ckpt is not None:
+        info(f"resume  {escape(str(ckpt['path']))} at step {ckpt['step']:,}")
+    info(f"run     {escape(str(run_dir))}")
+
+
+@contextmanager
+def stop_on_signals(trainer):
+    """First Ctrl-C or SIGTERM: finish the step, save, exit. A second Ctrl-C aborts."""
+    received: list[int] = []
+
+    def handler(signum, frame):
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+        trainer.request_stop()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+class TrainProgress:
+    """The trainer's callback (see charrnn.train.Callback): a rich progress bar and log lines."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self.val = "-"
+        self.progress = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("step {task.fields[step]}"),
+            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("val {task.fields[val]}"),
+            TextColumn("{task.fields[speed]} chars/s"),
+            TextColumn("{task.fields[left]} left"),
+            console=console,
+            transient=False,
+        )
+        self.task = None
+
+    def __enter__(self):
+        self.progress.start()
+        self.task = self.progress.add_task(
+            "train",
+            total=1000,
+            step=f"{self.trainer.step:,}",
+            loss="-",
+            val=self.val,
+            speed="-",
+            left="-",
+        )
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.stop()
+
+    def on_start(self, trainer) -> None:
+        n = trainer.model.num_parameters()
+        self.progress.console.print(f"params  {n:,} on {trainer.device}", soft_wrap=True)
+
+    def on_step(self, s) -> None:
+        left = "-"
+        if s.progress > 0:
+            cfg = self.trainer.config
+            if cfg.time_budget and s.elapsed / cfg.time_budget >= s.progress - 1e-9:
+                left = format_duration(cfg.time_budget - s.elapsed)
+            else:
+                left = format_duration(s.elapsed * (1 - s.progress) / s.progress)
+        self.progress.update(
+            self.task,
+            completed=1000 * s.progress,
+            step=f"{s.step:,}",
+            loss="-" if s.train_loss is None else f"{s.train_loss:.3f}",
+            val=self.val,
+            speed=f"{s.chars_per_s:,.0f}",
+            left=left,
+        )
+
+    def on_eval(self, e) -> None:
+        self.val = f"{e.val_loss:.3f}"
+        self.progress.update(self.task, val=self.val)
+        mark = "  [green]best[/]" if e.is_best else ""
+        self.progress.console.print(
+            f"step {e.step:>7,}  val {e.val_loss:.4f} nats/char  {e.val_bpc:.3f} bits/char"
+            f"  ({e.seconds:.1f}s){mark}",
+            soft_wrap=True,
+        )
+
+    def on_save(self, path) -> None:
+        pass
+
+
+def show_summary(result, trainer) -> None:
+    table = Table(title="training summary", show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    if result.best_val_loss is not None:
+        table.add_row(
+            "best val loss",
+            f"{result.best_val_loss:.4f} nats/char, "
+            f"{result.best_val_loss / math.log(2):.3f} bits/char",
+        )
+    table.add_row("steps", f"{result.steps:,} ({trainer.epoch} full passes)")
+    table.add_row("chars seen", f"{result.chars_seen:,}")
+    table.add_row("time", format_duration(result.elapsed))
+    table.add_row("speed", f"{result.chars_per_s:,.0f} chars/s")
+    if result.best_path.exists():
+        table.add_row("best", escape(str(result.best_path)))
+    table.add_row("last", escape(str(result.last_path)))
+    console.print(table)
+
+
+# ------------------------------------------------------------------ sample
+
+
+@cli.command()
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A .pt file or a run folder. Default: best.pt of the newest run under --out.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("checkpoints"),
+    show_default=True,
+    help="Where to look for runs when --checkpoint is not given.",
+)
+@click.option(
+    "--seed",
+    default=None,
+    help="Prime text the sample continues (printed first). Default: a newline.",
+)
+@click.option(
+    "--length",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="Characters to generate after the seed.",
+)
+@click.option(
+    "--temperature",
+    type=FiniteFloat(0),
+    default=0.8,
+    show_default=True,
+    help="Softmax temperature; lower is safer, higher is wilder, 0 is greedy.",
+)
+@click.option(
+    "--rng-seed", type=int, default=None, help="Random seed, for a sample you can reproduce."
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda", "mps"]),
+    default="auto",
+    show_default=True,
+    help="Where to run the model.",
+)
+def sample(checkpoint, out, seed, length, temperature, rng_seed, device):
+    """Generate text from a trained model, streaming each character as it is made.
+
+    The text goes to stdout; everything else goes to stderr, so the output can
+    be piped or redirected.
+
+    \b
+    Examples:
+      charrnn sample --seed "ROMEO:" --length 500
+      charrnn sample --checkpoint checkpoints/mine/best.pt --temperature 0.5
+      charrnn sample --seed "KING" --rng-seed 7 > sample.txt
+    """
+    with user_errors():
+        from charrnn.checkpoint import load_checkpoint, newest_checkpoint, restore_model
+        from charrnn.model import resolve_device
+        from charrnn.sample import generate
+
+        path = checkpoint if checkpoint is not None else newest_checkpoint(out)
+        ckpt = load_checkpoint(path)
+        model, vocab = restore_model(ckpt, resolve_device(device))
+        if seed is None:
+            seed = "\n"
+            if seed not in vocab:
+                raise CharrnnError("the model has no newline character; give a --seed")
+        if unknown := vocab.unknown(seed):
+            raise UnknownCharactersError(unknown)
+        val = ckpt.get("val_loss")
+        val_text = f", val {val:.3f} nats/char" if val is not None else ""
+        info(f"[dim]{escape(ckpt['path'])} (step {ckpt.get('step', 0):,}{val_text})[/]")
+
+        write_stdout(seed if seed != "\n" else "")
+        last = seed
+        for ch in generate(model, vocab, seed, length, temperature, rng_seed):
+            write_stdout(ch)
+            last = ch
+        if last != "\n":
+            write_stdout("\n")
+
+
+def write_stdout(text: str) -> None:
+    """Write and flush, so a pipe or terminal sees each character as it is made.
+
+    A reader that goes away (`| head`) ends the program quietly.
+    """
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # stop Python's exit-time flush from complaining about the closed pipe
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
