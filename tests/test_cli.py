@@ -1,0 +1,269 @@
+"""The command line, used the way people use it: CliRunner in-process, and real
+processes where signals, exit codes and imports are the point."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from charrnn.checkpoint import load_checkpoint
+from tests.conftest import MIXED_TEXT, TINY_MODEL
+
+TRAIN_FAST = [*TINY_MODEL, "--max-steps", "30", "--eval-every", "10", "--lr", "1e-2"]
+
+
+@pytest.fixture
+def trained(tmp_path, write_corpus, run_cli):
+    """A tiny model trained through the CLI on English, Korean and emoji."""
+    corpus = write_corpus(MIXED_TEXT * 30)
+    out = tmp_path / "ck"
+    result = run_cli("train", corpus, *TRAIN_FAST, "--out", out, "--run", "tiny")
+    return corpus, out, result
+
+
+def test_train_then_sample(trained, run_cli):
+    corpus, out, train = trained
+    assert "best val loss" in train.stderr
+    assert train.stdout == ""  # messages go to stderr, never stdout
+    assert {p.name for p in (out / "tiny").iterdir()} >= {"best.pt", "last.pt", "config.json"}
+    ckpt = load_checkpoint(out / "tiny" / "last.pt")
+    assert ckpt["step"] == 30 and math.isfinite(ckpt["val_loss"])
+    assert ckpt["val_loss"] < math.log(len(set(MIXED_TEXT)))
+
+    seed = "줄리엣: 🌹"
+    result = run_cli(
+        "sample",
+        "--checkpoint",
+        out / "tiny" / "best.pt",
+        "--seed",
+        seed,
+        "--length",
+        100,
+        "--rng-seed",
+        3,
+    )
+    text = result.stdout
+    assert text.startswith(seed)
+    generated, tail = text[len(seed) : len(seed) + 100], text[len(seed) + 100 :]
+    assert len(generated) == 100 and set(generated) <= set(MIXED_TEXT)
+    assert tail == ("" if generated.endswith("\n") else "\n")
+    assert "best.pt" in result.stderr  # which checkpoint, on stderr
+
+    again = run_cli("sample", "--out", out, "--seed", seed, "--length", 100, "--rng-seed", 3)
+    assert again.stdout == text  # newest run by default, same seed, same text
+    greedy = [
+        run_cli("sample", "--out", out, "--temperature", 0, "--rng-seed", s).stdout for s in (1, 2)
+    ]
+    assert greedy[0] == greedy[1]
+
+
+def test_default_seed_is_a_newline(trained, run_cli):
+    _, out, _ = trained
+    result = run_cli("sample", "--out", out, "--length", 20, "--rng-seed", 1)
+    assert len(result.stdout.rstrip("\n")) <= 20 and result.stdout.endswith("\n")
+
+
+def test_a_run_is_not_overwritten_and_resume_continues(trained, run_cli):
+    corpus, out, _ = trained
+    again = run_cli("train", corpus, *TRAIN_FAST, "--out", out, "--run", "tiny", expect=1)
+    assert "already has checkpoints" in again.stderr and "--resume" in again.stderr
+    before = (out / "tiny" / "best.pt").read_bytes()
+    assert load_checkpoint(out / "tiny" / "best.pt")["step"] in (10, 20, 30)
+    assert (out / "tiny" / "best.pt").read_bytes() == before
+
+    resumed = run_cli("train", corpus, "--out", out, "--run", "tiny", "--resume", "--max-steps", 40)
+    assert "resume" in resumed.stderr
+    assert load_checkpoint(out / "tiny" / "last.pt")["step"] == 40
+
+    clash = run_cli(
+        "train", corpus, "--out", out, "--run", "tiny", "--resume", "--hidden", 64, expect=1
+    )
+    assert "different model" in clash.stderr and "--hidden 64" in clash.stderr
+
+
+def test_resume_refuses_another_corpus(trained, run_cli, write_corpus):
+    _, out, _ = trained
+    other = write_corpus(MIXED_TEXT * 31, "other.txt")
+    result = run_cli("train", other, "--out", out, "--run", "tiny", "--resume", expect=1)
+    assert "different corpus" in result.stderr
+
+
+def one_line_error(result) -> str:
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (None, "no such file"),
+        (b"", "the file is empty"),
+        (b"good text \xe2\x82 then bad", "not valid UTF-8 at byte offset 10"),
+        (
+            b"short text",
+            "is too short: 10 characters, but --batch-size 4 x --seq-len 16 "
+            "with --val-frac 0.1 needs at least 73",
+        ),
+    ],
+)
+def test_bad_corpus_gives_one_line_error(tmp_path, run_cli, content, message):
+    path = tmp_path / "corpus.txt"
+    if content is not None:
+        path.write_bytes(content)
+    result = run_cli("train", path, *TINY_MODEL, "--out", tmp_path / "ck", expect=1)
+    assert message in one_line_error(result)
+    assert not any((tmp_path / "ck").glob("*/*.pt"))
+
+
+def test_corpus_directory_and_permission_errors(tmp_path, run_cli, monkeypatch):
+    result = run_cli("train", tmp_path, expect=1)
+    assert "is a directory" in one_line_error(result)
+
+    path = tmp_path / "secret.txt"
+    path.write_text("text")
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "read_bytes", denied)  # root ignores chmod, so simulate it
+    result = run_cli("train", path, expect=1)
+    assert "secret.txt: permission denied" in one_line_error(result)
+
+
+def test_unseen_seed_characters_are_listed(trained, run_cli):
+    _, out, _ = trained
+    result = run_cli("sample", "--out", out, "--seed", "ROMEO Q¿", expect=1)
+    line = one_line_error(result)
+    assert "never saw" in line and "'Q'" in line and "'¿'" in line
+    assert result.stdout == ""
+
+
+def test_missing_or_damaged_checkpoint(tmp_path, run_cli):
+    result = run_cli("sample", "--checkpoint", tmp_path / "nope.pt", expect=1)
+    assert "no such file" in one_line_error(result)
+    result = run_cli("sample", "--out", tmp_path / "empty", expect=1)
+    assert "no checkpoints under" in one_line_error(result)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(os.urandom(1000))
+    result = run_cli("sample", "--checkpoint", bad, expect=1)
+    assert "damaged or not a charrnn checkpoint" in one_line_error(result)
+
+
+@pytest.mark.parametrize(
+    "args,option",
+    [
+        (["train", "x.txt", "--layers", "0"], "--layers"),
+        (["train", "x.txt", "--dropout", "1"], "--dropout"),
+        (["train", "x.txt", "--seq-len", "0"], "--seq-len"),
+        (["train", "x.txt", "--batch-size", "-3"], "--batch-size"),
+        (["train", "x.txt", "--lr", "0"], "--lr"),
+        (["train", "x.txt", "--lr", "nan"], "--lr"),
+        (["train", "x.txt", "--val-frac", "0.9"], "--val-frac"),
+        (["train", "x.txt", "--time", "0"], "--time"),
+        (["train", "x.txt", "--time", "3x"], "--time"),
+        (["train", "x.txt", "--cell", "transformer"], "--cell"),
+        (["sample", "--temperature", "-1"], "--temperature"),
+        (["sample", "--temperature", "nan"], "--temperature"),
+        (["sample", "--length", "0"], "--length"),
+    ],
+)
+def test_out_of_range_options_are_usage_errors(run_cli, args, option):
+    result = run_cli(*args, expect=2)
+    assert f"Invalid value for '{option}'" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_run_names_are_checked(write_corpus, run_cli):
+    result = run_cli("train", write_corpus(MIXED_TEXT), "--run", "../escape", expect=1)
+    assert "--run" in one_line_error(result)
+
+
+@pytest.mark.parametrize("text,seconds", [("90s", 90), ("3m", 180), ("1h30m", 5400), ("45", 45)])
+def test_time_budgets_parse(text, seconds):
+    from charrnn.cli import Duration
+
+    assert Duration().convert(text, None, None) == seconds
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["sample"]])
+def test_help_shows_examples(run_cli, command):
+    result = run_cli(*command, "--help")
+    assert "Examples:" in result.stdout
+    assert "charrnn " in result.stdout.split("Examples:")[1]
+
+
+def test_help_does_not_import_torch():
+    code = (
+        "import sys, runpy\n"
+        "sys.argv = ['charrnn', 'train', '--help']\n"
+        "try:\n    runpy.run_module('charrnn', run_name='__main__')\n"
+        "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert 'numpy' not in sys.modules, 'numpy was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_python_dash_m_works():
+    out = subprocess.run(
+        [sys.executable, "-m", "charrnn", "--version"], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.startswith("charrnn, version ")
+
+
+def start_training(corpus: Path, out: Path, run: str) -> subprocess.Popen:
+    cmd = [
+        sys.executable,
+        "-m",
+        "charrnn",
+        "train",
+        str(corpus),
+        *TINY_MODEL,
+        "--time",
+        "60",
+        "--eval-every",
+        "0",
+        "--out",
+        str(out),
+        "--run",
+        run,
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # wait until the training loop has started
+        if line.startswith("params"):
+            return proc
+    raise AssertionError(f"training never started: exit {proc.wait()}")
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_saves_last_and_says_how_to_resume(tmp_path, write_corpus, signum, code):
+    corpus = write_corpus(MIXED_TEXT * 30)
+    out = tmp_path / "ck"
+    proc = start_training(corpus, out, "sig")
+    proc.send_signal(signum)
+    _, rest = proc.communicate(timeout=60)
+    assert proc.returncode == code, rest
+    resume_line = next(line for line in rest.splitlines() if line.startswith("resume with:"))
+    assert f"charrnn train {corpus} --run sig --resume --out {out}" in resume_line
+    ckpt = load_checkpoint(out / "sig" / "last.pt")
+    assert ckpt["step"] >= 1 and ckpt["elapsed"] < 60
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+    # the printed command continues the run (with a step target instead of the 60 s)
+    args = resume_line.removeprefix("resume with: charrnn ").split()
+    target = ckpt["step"] + 3
+    resumed = subprocess.run(
+        [sys.executable, "-m", "charrnn", *args, "--max-steps", str(target)],
+        capture_output=True,
+        text=True,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_checkpoint(out / "sig" / "last.pt")["step"] == target

@@ -1,0 +1,54 @@
+import math
+
+import pytest
+import torch
+
+from charrnn.model import CharRNN, ModelConfig, detach_state
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_output_and_state_shapes(cell):
+    model = CharRNN(ModelConfig(vocab_size=37, cell=cell, layers=2, hidden=24, embed=8))
+    ids = torch.randint(0, 37, (5, 11))
+    logits, state, loss = model(ids)
+    assert logits.shape == (5, 11, 37)
+    assert loss is None
+    states = state if cell == "lstm" else (state,)
+    assert len(states) == (2 if cell == "lstm" else 1)
+    for s in states:
+        assert s.shape == (2, 5, 24)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_initial_loss_is_about_ln_vocab_size(cell):
+    torch.manual_seed(0)
+    vocab = 83
+    model = CharRNN(ModelConfig(vocab_size=vocab, cell=cell, layers=2, hidden=128, embed=32))
+    ids = torch.randint(0, vocab, (16, 50))
+    _, _, loss = model(ids, targets=torch.randint(0, vocab, (16, 50)))
+    assert abs(loss.item() - math.log(vocab)) < 0.02
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_carried_state_equals_one_long_pass(cell):
+    """Two windows with the state carried give what one pass over both gives:
+    the property truncated BPTT and step-by-step sampling rely on."""
+    torch.manual_seed(1)
+    model = CharRNN(ModelConfig(vocab_size=20, cell=cell, layers=2, hidden=16, embed=4)).eval()
+    ids = torch.randint(0, 20, (3, 12))
+    whole, _, _ = model(ids)
+    first, state, _ = model(ids[:, :5])
+    second, _, _ = model(ids[:, 5:], detach_state(state))
+    torch.testing.assert_close(torch.cat([first, second], dim=1), whole)
+
+
+def test_detached_state_cuts_the_graph():
+    model = CharRNN(ModelConfig(vocab_size=10, hidden=8, embed=4))
+    _, state, _ = model(torch.randint(0, 10, (2, 3)))
+    assert all(s.requires_grad for s in state)
+    assert not any(s.requires_grad for s in detach_state(state))
+
+
+def test_unknown_cell_is_refused():
+    with pytest.raises(ValueError):
+        ModelConfig(vocab_size=5, cell="transformer")

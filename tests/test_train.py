@@ -1,0 +1,122 @@
+import math
+
+import pytest
+import torch
+
+from charrnn.checkpoint import load_checkpoint
+from charrnn.data import load_corpus
+from charrnn.model import ModelConfig
+from charrnn.train import Callback, TrainConfig, Trainer, evaluate
+
+PANGRAM = "the quick brown fox jumps over the lazy dog. " * 200
+
+
+def small_model(vocab_size, **kw):
+    return ModelConfig(vocab_size=vocab_size, **{"hidden": 64, "embed": 16, **kw})
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_a_small_model_learns_a_repetitive_text(write_corpus, tmp_path, cell):
+    corpus = load_corpus(write_corpus(PANGRAM))
+    config = TrainConfig(batch_size=8, seq_len=32, lr=1e-2, max_steps=300, eval_every=0)
+    trainer = Trainer(corpus, small_model(len(corpus.vocab), cell=cell), config, tmp_path / "r")
+    result = trainer.run()
+    assert result.steps == 300
+    assert result.final_val_loss < 0.05, result.final_val_loss  # from ln(28) = 3.3 at the start
+
+
+class StopAt(Callback):
+    def __init__(self, step):
+        self.step, self.trainer = step, None
+
+    def on_start(self, trainer):
+        self.trainer = trainer
+
+    def on_step(self, stats):
+        if stats.step == self.step:
+            self.trainer.request_stop()
+
+
+def test_stop_then_resume_gives_bit_identical_weights(write_corpus, tmp_path):
+    corpus = load_corpus(write_corpus(PANGRAM))
+    model = small_model(len(corpus.vocab), layers=2, dropout=0.2)  # dropout draws random numbers
+    config = TrainConfig(batch_size=4, seq_len=16, max_steps=60, eval_every=25, warmup_steps=10)
+
+    straight = Trainer(corpus, model, config, tmp_path / "straight")
+    straight.run()
+
+    first = Trainer(corpus, model, config, tmp_path / "split", callback=StopAt(33))
+    result = first.run()
+    assert result.interrupted and result.steps == 33
+    ckpt = load_checkpoint(tmp_path / "split" / "last.pt")
+    assert ckpt["step"] == 33
+    second = Trainer(corpus, model, config, tmp_path / "split", resume=ckpt)
+    assert second.run().steps == 60
+
+    a, b = straight.model.state_dict(), second.model.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_checkpoints_hold_the_best_model_and_the_run_history(write_corpus, tmp_path):
+    corpus = load_corpus(write_corpus(PANGRAM))
+    config = TrainConfig(batch_size=4, seq_len=16, max_steps=40, eval_every=10, lr=1e-2)
+    result = Trainer(corpus, small_model(len(corpus.vocab)), config, tmp_path / "r").run()
+    last = load_checkpoint(result.last_path)
+    best = load_checkpoint(result.best_path)
+    losses = [e["val_loss"] for e in last["evals"]]
+    assert [e["step"] for e in last["evals"]] == [10, 20, 30, 40]
+    assert best["val_loss"] == last["best_val_loss"] == min(losses)
+    assert last["corpus_sha256"] == corpus.sha256
+    assert last["vocab"] == corpus.vocab.to_dict()
+    assert "optimizer" in best and "optimizer" in last
+    assert (tmp_path / "r" / "config.json").is_file()
+
+
+def test_trainer_validation_equals_evaluate_on_the_tail(write_corpus, tmp_path):
+    corpus = load_corpus(write_corpus(PANGRAM))
+    config = TrainConfig(batch_size=4, seq_len=16, max_steps=5, val_frac=0.2)
+    trainer = Trainer(corpus, small_model(len(corpus.vocab)), config, tmp_path / "r")
+    result = trainer.run()
+    tail = corpus.ids[int(len(corpus.ids) * 0.8) :]
+    assert result.final_val_loss == pytest.approx(evaluate(trainer.model, tail, trainer.device))
+
+
+def test_learning_rate_warms_up_then_follows_a_cosine(write_corpus, tmp_path):
+    corpus = load_corpus(write_corpus(PANGRAM))
+    config = TrainConfig(
+        batch_size=4, seq_len=16, lr=1.0, min_lr_frac=0.1, warmup_steps=10, max_steps=100
+    )
+    trainer = Trainer(corpus, small_model(len(corpus.vocab)), config, tmp_path / "r")
+    lrs = []
+    for step in range(100):
+        trainer.step = step
+        lrs.append(trainer._lr(elapsed=0.0))
+    assert lrs[0] == pytest.approx(0.1 * (0.1 + 0.9 * 0.5 * (1 + math.cos(0))))
+    assert all(a < b for a, b in zip(lrs[:9], lrs[1:10], strict=True))  # warmup rises
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))  # then decays
+    trainer.step = 100
+    assert trainer._lr(elapsed=0.0) == pytest.approx(0.1)  # ends at min_lr_frac * lr
+
+
+def test_a_time_budget_ends_the_run(write_corpus, tmp_path):
+    corpus = load_corpus(write_corpus(PANGRAM))
+    config = TrainConfig(batch_size=4, seq_len=16, time_budget=1.5)
+    result = Trainer(corpus, small_model(len(corpus.vocab)), config, tmp_path / "r").run()
+    assert result.steps > 10
+    assert result.final_val_loss is not None
+    # generous: the point is that it stops, not how punctually on a busy machine
+    assert result.elapsed < 1.5 + 5
+
+
+def test_same_seed_same_weights(write_corpus, tmp_path):
+    corpus = load_corpus(write_corpus(PANGRAM))
+    config = TrainConfig(batch_size=4, seq_len=16, max_steps=20, rng_seed=5)
+    model = small_model(len(corpus.vocab), layers=2, dropout=0.3)
+    a = Trainer(corpus, model, config, tmp_path / "a")
+    b = Trainer(corpus, model, config, tmp_path / "b")
+    a.run()
+    b.run()
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k]), k
