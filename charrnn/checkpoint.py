@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 
 import torch
@@ -44,7 +44,9 @@ def _atomic_write(path: Path, write) -> None:
     torn one; the temp file is removed if writing fails.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    # os.open rather than mkstemp: the file gets the usual umask permissions, not 0600
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -52,7 +54,7 @@ def _atomic_write(path: Path, write) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
 
@@ -123,17 +125,22 @@ def run_checkpoint(run_dir: Path) -> Path | None:
     return None
 
 
-def newest_checkpoint(out_dir: str | os.PathLike) -> Path:
-    """The best checkpoint of the most recently written run under `out_dir`."""
+def newest_run(out_dir: str | os.PathLike) -> Path:
+    """The run folder under `out_dir` whose checkpoints were written most recently."""
     out_dir = Path(out_dir)
     found = []
     if out_dir.is_dir():
         for run_dir in out_dir.iterdir():
-            ckpt = run_checkpoint(run_dir) if run_dir.is_dir() else None
-            if ckpt is not None:
-                found.append((ckpt.stat().st_mtime, ckpt))
+            times = [(run_dir / n).stat().st_mtime for n in (BEST, LAST) if (run_dir / n).is_file()]
+            if times:
+                found.append((max(times), run_dir))
     if not found:
         raise CheckpointError(
             f"no checkpoints under {out_dir}/; train a model first or pass --checkpoint"
         )
     return max(found)[1]
+
+
+def newest_checkpoint(out_dir: str | os.PathLike) -> Path:
+    """The best checkpoint of the most recently written run under `out_dir`."""
+    return run_checkpoint(newest_run(out_dir))

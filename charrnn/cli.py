@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+import shlex
 import signal
 import sys
 from contextlib import contextmanager
@@ -181,7 +182,7 @@ RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 @click.option(
     "--lr",
     type=FiniteFloat(0, min_open=True),
-    default=3e-3,
+    default=5e-3,
     show_default=True,
     help="Peak learning rate (AdamW).",
 )
@@ -279,16 +280,18 @@ def train(ctx, corpus, run_name, out, resume, **options):
       charrnn train input.txt --run mine --resume --time 2h
     """
     with user_errors():
-        from charrnn.checkpoint import LAST, load_checkpoint, newest_checkpoint
+        from charrnn.checkpoint import LAST, load_checkpoint, newest_run
         from charrnn.data import check_corpus_size, load_corpus
-        from charrnn.train import Trainer
+        from charrnn.train import Trainer, check_same_corpus
 
         if run_name is not None and not RUN_NAME.match(run_name):
             raise CharrnnError(f"--run {run_name!r}: use letters, digits, '.', '_' and '-' only")
         given = {k for k in options if ctx.get_parameter_source(k).name != "DEFAULT"}
         ckpt = None
         if resume:
-            run_dir = out / run_name if run_name else newest_checkpoint(out).parent
+            run_dir = out / run_name if run_name else newest_run(out)
+            if not (run_dir / LAST).is_file():
+                raise CharrnnError(f"nothing to resume: {run_dir} has no {LAST}")
             ckpt = load_checkpoint(run_dir / LAST)
         else:
             run_dir = out / (run_name or default_run_name(corpus, out))
@@ -296,6 +299,9 @@ def train(ctx, corpus, run_name, out, resume, **options):
 
         corpus_data = load_corpus(corpus)
         model_config, train_config = resolve_configs(corpus_data, options, given, ckpt)
+        if ckpt is not None:
+            check_same_corpus(ckpt, corpus_data)
+            refuse_finished_run(ckpt, train_config)
         check_corpus_size(
             corpus_data, train_config.batch_size, train_config.seq_len, train_config.val_frac
         )
@@ -309,9 +315,10 @@ def train(ctx, corpus, run_name, out, resume, **options):
             result = trainer.run()
         show_summary(result, trainer)
         if result.interrupted:
-            resume_cmd = f"charrnn train {corpus} --run {run_dir.name} --resume"
+            resume_args = ["charrnn", "train", str(corpus), "--run", run_dir.name, "--resume"]
             if out != Path("checkpoints"):
-                resume_cmd += f" --out {out}"
+                resume_args += ["--out", str(out)]
+            resume_cmd = shlex.join(resume_args)
             info(f"[yellow]interrupted at step {result.steps:,}[/]; saved {run_dir / LAST}")
             info(f"resume with: [bold]{escape(resume_cmd)}[/]")
             sys.exit(EXIT_SIGTERM if received == [signal.SIGTERM] else EXIT_SIGINT)
@@ -333,6 +340,16 @@ def refuse_existing_run(run_dir: Path) -> None:
         raise CharrnnError(
             f"run {run_dir} already has checkpoints; add --resume to continue it, "
             f"or pick another --run name"
+        )
+
+
+def refuse_finished_run(ckpt: dict, config) -> None:
+    done_steps = config.max_steps is not None and ckpt["step"] >= config.max_steps
+    done_time = config.time_budget is not None and ckpt["elapsed"] >= config.time_budget
+    if done_steps or done_time:
+        raise CharrnnError(
+            f"{ckpt['path']} already reached its length (step {ckpt['step']:,}, "
+            f"{format_duration(ckpt['elapsed'])}); give a longer --time or --max-steps to go on"
         )
 
 

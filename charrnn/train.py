@@ -38,7 +38,7 @@ LN2 = math.log(2)
 class TrainConfig:
     batch_size: int = 32
     seq_len: int = 100
-    lr: float = 3e-3
+    lr: float = 5e-3
     min_lr_frac: float = 0.1
     warmup_steps: int = 50
     weight_decay: float = 0.0
@@ -140,6 +140,48 @@ def evaluate(model: CharRNN, ids: np.ndarray, device: torch.device) -> float:
     return total.item() / count
 
 
+def check_same_corpus(ckpt: dict, corpus: EncodedCorpus) -> None:
+    """A run resumes only on the text it started with (compared by SHA-256)."""
+    if ckpt.get("corpus_sha256") != corpus.sha256:
+        raise CharrnnError(
+            f"cannot resume {ckpt.get('path')}: it was trained on a different corpus "
+            f"({ckpt.get('corpus_path')})"
+        )
+
+
+class IntervalMeter:
+    """Mean training loss and chars/s over the last log interval.
+
+    Losses add up on the device; `read` is the one host sync per interval, so a
+    GPU is never stalled to print a number.
+    """
+
+    def __init__(self, device: torch.device):
+        self.loss_sum = torch.zeros((), device=device)
+        self.steps = 0
+        self.chars = 0
+        self.since = time.perf_counter()
+        self.loss: float | None = None  # None until the first read
+        self.chars_per_s = 0.0
+
+    def add(self, loss: torch.Tensor, chars: int) -> None:
+        self.loss_sum += loss
+        self.steps += 1
+        self.chars += chars
+
+    def read(self) -> None:
+        now = time.perf_counter()
+        self.loss = (self.loss_sum / self.steps).item()
+        self.chars_per_s = self.chars / max(now - self.since, 1e-9)
+        self.loss_sum.zero_()
+        self.steps = self.chars = 0
+        self.since = now
+
+    def restart_clock(self) -> None:
+        self.chars = 0
+        self.since = time.perf_counter()
+
+
 class Trainer:
     """Trains a CharRNN on an encoded corpus, writing checkpoints into `run_dir`."""
 
@@ -192,63 +234,47 @@ class Trainer:
         self._stop_requested = True
 
     def run(self) -> TrainResult:
-        cfg = self.config
         write_run_config(self.run_dir, self._run_config())
         self.callback.on_start(self)
         self.model.train()
         torch.set_rng_state(self.rng_state)
         start = time.perf_counter() - self.elapsed
-        session_chars, session_train_s = 0, 0.0
-        loss_sum = torch.zeros((), device=self.device)
-        loss_n = 0
-        train_loss: float | None = None
-        eval_reserve = 0.0  # time the final evaluation will take, from the last one
-        interval_start, interval_chars = time.perf_counter(), 0
-        chars_per_s = 0.0
+        chars_before, train_s_before = self.chars_seen, self.train_seconds
+        meter = IntervalMeter(self.device)
+        eval_reserve = 0.0  # how long the final evaluation will take, judged by the last one
 
         while not self._length_reached(time.perf_counter() - start + eval_reserve):
             step_start = time.perf_counter()
             self.elapsed = step_start - start
             loss = self._train_step(self._lr(self.elapsed))
-            loss_sum += loss
-            loss_n += 1
-            step_s = time.perf_counter() - step_start
-            self.train_seconds += step_s
-            session_train_s += step_s
-            session_chars += self.batches.chars_per_step
-            interval_chars += self.batches.chars_per_step
-
-            if self.step % cfg.log_every == 0:
-                train_loss = (loss_sum / loss_n).item()  # the only host sync per interval
-                loss_sum.zero_()
-                loss_n = 0
-                now = time.perf_counter()
-                chars_per_s = interval_chars / max(now - interval_start, 1e-9)
-                interval_start, interval_chars = now, 0
+            self.train_seconds += time.perf_counter() - step_start
+            meter.add(loss, self.batches.chars_per_step)
+            if self.step % self.config.log_every == 0:
+                meter.read()
             self.elapsed = time.perf_counter() - start
-            self.callback.on_step(self._step_stats(train_loss, chars_per_s))
-
+            self.callback.on_step(self._step_stats(meter))
             if self._stop_requested:
                 break
-            if cfg.eval_every and self.step % cfg.eval_every == 0:
+            if self.config.eval_every and self.step % self.config.eval_every == 0:
                 eval_reserve = self._evaluate_and_save(start)
-                interval_start = time.perf_counter()  # keep evaluation out of chars/s
+                meter.restart_clock()  # keep evaluation time out of chars/s
 
-        interrupted = self._stop_requested
-        if not interrupted and (not self.evals or self.evals[-1]["step"] != self.step):
-            self._evaluate_and_save(start)
-        elif interrupted:
+        if self._stop_requested:
             self.elapsed = time.perf_counter() - start
             self._save(LAST)
+        elif not self.evals or self.evals[-1]["step"] != self.step:
+            self._evaluate_and_save(start)
+        session_chars = self.chars_seen - chars_before
+        session_s = self.train_seconds - train_s_before
         return TrainResult(
             run_dir=self.run_dir,
             steps=self.step,
             chars_seen=self.chars_seen,
             elapsed=self.elapsed,
-            chars_per_s=session_chars / max(session_train_s, 1e-9),
+            chars_per_s=session_chars / max(session_s, 1e-9),
             best_val_loss=self.best_val_loss,
             final_val_loss=self.last_val_loss,
-            interrupted=interrupted,
+            interrupted=self._stop_requested,
             evals=list(self.evals),
         )
 
@@ -299,14 +325,14 @@ class Trainer:
         cosine = 0.5 * (1 + math.cos(math.pi * self._progress(elapsed)))
         return cfg.lr * warmup * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * cosine)
 
-    def _step_stats(self, train_loss: float | None, chars_per_s: float) -> StepStats:
+    def _step_stats(self, meter: IntervalMeter) -> StepStats:
         return StepStats(
             step=self.step,
             epoch=self.epoch,
-            train_loss=train_loss,
+            train_loss=meter.loss,
             lr=self.optimizer.param_groups[0]["lr"],
             chars_seen=self.chars_seen,
-            chars_per_s=chars_per_s,
+            chars_per_s=meter.chars_per_s,
             elapsed=self.elapsed,
             progress=self._progress(self.elapsed),
             best_val_loss=self.best_val_loss,
@@ -366,11 +392,7 @@ class Trainer:
         }
 
     def _restore(self, ckpt: dict) -> None:
-        if ckpt.get("corpus_sha256") != self.corpus.sha256:
-            raise CharrnnError(
-                f"cannot resume {ckpt.get('path')}: it was trained on a different corpus "
-                f"({ckpt.get('corpus_path')})"
-            )
+        check_same_corpus(ckpt, self.corpus)
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         for key in ("step", "epoch", "window", "chars_seen", "elapsed", "train_seconds"):

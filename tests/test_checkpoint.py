@@ -128,3 +128,13 @@ def test_a_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert load_checkpoint(path)["step"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temp files left
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    _, _, payload = make_payload()
+    old = os.umask(0o022)
+    try:
+        save_checkpoint(payload, tmp_path / "best.pt")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "best.pt").stat().st_mode & 0o777 == 0o644

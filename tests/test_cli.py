@@ -1,17 +1,23 @@
 """The command line, used the way people use it: CliRunner in-process, and real
 processes where signals, exit codes and imports are the point."""
 
+import dataclasses
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 import torch
 
 from charrnn.checkpoint import load_checkpoint
+from charrnn.cli import cli
+from charrnn.model import ModelConfig
+from charrnn.train import TrainConfig
 from tests.conftest import MIXED_TEXT, TINY_MODEL
 
 TRAIN_FAST = [*TINY_MODEL, "--max-steps", "30", "--eval-every", "10", "--lr", "1e-2"]
@@ -267,3 +273,49 @@ def test_a_signal_saves_last_and_says_how_to_resume(tmp_path, write_corpus, sign
     )
     assert resumed.returncode == 0, resumed.stderr
     assert load_checkpoint(out / "sig" / "last.pt")["step"] == target
+
+
+def test_resuming_a_finished_run_asks_for_a_longer_length(trained, run_cli):
+    corpus, out, _ = trained
+    result = run_cli("train", corpus, "--out", out, "--run", "tiny", "--resume", expect=1)
+    assert "already reached its length" in one_line_error(result)
+    result = run_cli("train", corpus, "--out", out, "--run", "nope", "--resume", expect=1)
+    assert "nothing to resume" in one_line_error(result)
+
+
+def click_options(command) -> dict[str, object]:
+    return {
+        p.opts[0]: p.default
+        for p in command.params
+        if isinstance(p, click.Option) and p.opts[0].startswith("--")
+    }
+
+
+def test_option_defaults_are_the_config_defaults():
+    """The CLI states its defaults without importing torch; they must not drift."""
+    opts = click_options(cli.commands["train"])
+    for f in dataclasses.fields(ModelConfig):
+        if f.name != "vocab_size":
+            assert opts["--" + f.name.replace("_", "-")] == f.default, f.name
+    flag = {"time_budget": "--time"}
+    for f in dataclasses.fields(TrainConfig):
+        name = flag.get(f.name, "--" + f.name.replace("_", "-"))
+        if name in opts:
+            assert opts[name] == f.default, f.name
+
+
+def readme_options(command: str) -> set[str]:
+    """The options listed in the README's table under `### `charrnn COMMAND...`."""
+    lines = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"### `charrnn {command}"))
+    table = []
+    for line in lines[start + 1 :]:
+        if line.startswith("#"):
+            break
+        table.append(line)
+    return set(re.findall(r"^\| `(--[a-z-]+)", "\n".join(table), flags=re.M))
+
+
+@pytest.mark.parametrize("command", ["train", "sample"])
+def test_readme_options_tables_match_the_commands(command):
+    assert readme_options(command) == set(click_options(cli.commands[command]))
