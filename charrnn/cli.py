@@ -227,9 +227,9 @@ RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 @click.option(
     "--eval-every",
     type=click.IntRange(min=0),
-    default=200,
-    show_default=True,
-    help="Evaluate and save every N steps (0: only at the end).",
+    default=None,
+    help="Evaluate and save every N steps; 0: only at the end. Default: every 30 s or more, "
+    "so that evaluation takes about 5% of the time.",
 )
 @click.option(
     "--rng-seed",
@@ -466,7 +466,9 @@ class TrainProgress:
         )
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None and not self.trainer.stop_requested:
+            self.progress.update(self.task, completed=1000, left="0s")  # the final evaluation
         self.progress.stop()
 
     def on_start(self, trainer) -> None:

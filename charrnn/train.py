@@ -31,6 +31,10 @@ from charrnn.errors import CharrnnError
 from charrnn.model import CharRNN, ModelConfig, State, detach_state, resolve_device
 
 DEFAULT_TIME_BUDGET = 180.0  # seconds, when neither max_steps nor time_budget is given
+# Automatic evaluation: often enough to keep best.pt fresh, rarely enough that the
+# full pass over the validation split stays near 5% of the wall clock.
+AUTO_EVAL_SHARE = 0.05
+AUTO_EVAL_MIN_INTERVAL = 30.0  # seconds
 LN2 = math.log(2)
 
 
@@ -46,7 +50,7 @@ class TrainConfig:
     val_frac: float = 0.1
     max_steps: int | None = None
     time_budget: float | None = None  # seconds of wall clock, evaluations included
-    eval_every: int = 200
+    eval_every: int | None = None  # None: auto (see Trainer._eval_due); 0: only at the end
     log_every: int = 10
     rng_seed: int = 1337
     device: str = "auto"
@@ -223,7 +227,7 @@ class Trainer:
         self.best_val_loss: float | None = None
         self.last_val_loss: float | None = None
         self.evals: list[dict] = []
-        self._stop_requested = False
+        self.stop_requested = False
         if resume is not None:
             self._restore(resume)
 
@@ -231,7 +235,7 @@ class Trainer:
 
     def request_stop(self) -> None:
         """Finish the current step, save last.pt and return (safe from a signal handler)."""
-        self._stop_requested = True
+        self.stop_requested = True
 
     def run(self) -> TrainResult:
         write_run_config(self.run_dir, self._run_config())
@@ -241,9 +245,10 @@ class Trainer:
         start = time.perf_counter() - self.elapsed
         chars_before, train_s_before = self.chars_seen, self.train_seconds
         meter = IntervalMeter(self.device)
-        eval_reserve = 0.0  # how long the final evaluation will take, judged by the last one
+        eval_seconds = 0.0  # how long the last evaluation took; the final one will be alike
+        last_eval_end = time.perf_counter()
 
-        while not self._length_reached(time.perf_counter() - start + eval_reserve):
+        while not self._length_reached(time.perf_counter() - start + eval_seconds):
             step_start = time.perf_counter()
             self.elapsed = step_start - start
             loss = self._train_step(self._lr(self.elapsed))
@@ -253,13 +258,14 @@ class Trainer:
                 meter.read()
             self.elapsed = time.perf_counter() - start
             self.callback.on_step(self._step_stats(meter))
-            if self._stop_requested:
+            if self.stop_requested:
                 break
-            if self.config.eval_every and self.step % self.config.eval_every == 0:
-                eval_reserve = self._evaluate_and_save(start)
+            if self._eval_due(time.perf_counter() - last_eval_end, eval_seconds):
+                eval_seconds = self._evaluate_and_save(start)
+                last_eval_end = time.perf_counter()
                 meter.restart_clock()  # keep evaluation time out of chars/s
 
-        if self._stop_requested:
+        if self.stop_requested:
             self.elapsed = time.perf_counter() - start
             self._save(LAST)
         elif not self.evals or self.evals[-1]["step"] != self.step:
@@ -274,7 +280,7 @@ class Trainer:
             chars_per_s=session_chars / max(session_s, 1e-9),
             best_val_loss=self.best_val_loss,
             final_val_loss=self.last_val_loss,
-            interrupted=self._stop_requested,
+            interrupted=self.stop_requested,
             evals=list(self.evals),
         )
 
@@ -303,6 +309,12 @@ class Trainer:
             self.window = 0
             self.epoch += 1
         return loss.detach()
+
+    def _eval_due(self, since_last_eval: float, eval_seconds: float) -> bool:
+        every = self.config.eval_every
+        if every is None:  # auto: by the clock, scaled to what an evaluation costs
+            return since_last_eval >= max(AUTO_EVAL_MIN_INTERVAL, eval_seconds / AUTO_EVAL_SHARE)
+        return every > 0 and self.step % every == 0
 
     def _progress(self, elapsed: float) -> float:
         cfg = self.config

@@ -120,3 +120,28 @@ def test_same_seed_same_weights(write_corpus, tmp_path):
     b.run()
     for k, v in a.model.state_dict().items():
         assert torch.equal(v, b.model.state_dict()[k]), k
+
+
+def test_evaluation_schedule(write_corpus, tmp_path):
+    corpus = load_corpus(write_corpus(PANGRAM))
+
+    def trainer(eval_every):
+        config = TrainConfig(batch_size=4, seq_len=16, max_steps=100, eval_every=eval_every)
+        return Trainer(corpus, small_model(len(corpus.vocab)), config, tmp_path / "r")
+
+    auto = trainer(None)  # by the clock: 30 s at least, and 20x what an evaluation costs
+    assert not auto._eval_due(since_last_eval=29.0, eval_seconds=0.5)
+    assert auto._eval_due(since_last_eval=30.0, eval_seconds=0.5)
+    assert not auto._eval_due(since_last_eval=39.0, eval_seconds=2.0)
+    assert auto._eval_due(since_last_eval=40.0, eval_seconds=2.0)
+
+    steps = trainer(5)
+    steps.step = 10
+    assert steps._eval_due(0.0, 0.0)
+    steps.step = 11
+    assert not steps._eval_due(1000.0, 0.0)
+
+    end_only = trainer(0)
+    end_only.step = 10
+    assert not end_only._eval_due(1000.0, 0.0)
+    assert end_only.run().evals == [{"step": 100, "val_loss": end_only.last_val_loss}]
