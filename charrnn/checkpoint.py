@@ -87,9 +87,8 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     except PermissionError:
         raise CheckpointError(f"checkpoint {path}: permission denied") from None
     except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(
-            f"checkpoint {path} is damaged or not a charrnn checkpoint ({reason[:160]})"
+            f"checkpoint {path} is damaged or not a charrnn checkpoint ({_first_sentence(e)})"
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path} is not a charrnn checkpoint")
@@ -104,6 +103,14 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         raise CheckpointError(f"checkpoint {path} is damaged (missing {', '.join(missing)})")
     ckpt["path"] = str(path)
     return ckpt
+
+
+def _first_sentence(e: Exception) -> str:
+    """torch's loader errors run to paragraphs; the first sentence names the problem."""
+    text = str(e).strip()
+    if not text:
+        return type(e).__name__
+    return text.splitlines()[0].split(". ")[0][:120]
 
 
 def restore_model(ckpt: dict, device: str | torch.device = "cpu") -> tuple[CharRNN, CharVocab]:
