@@ -102,6 +102,17 @@ def format_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
+# ------------------------------------------------------------------ shared options
+
+device_option = click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda", "mps"]),
+    default="auto",
+    show_default=True,
+    help="Where to run the model; auto picks CUDA, then Apple's MPS, then the CPU.",
+)
+
+
 # ------------------------------------------------------------------ the group
 
 
@@ -252,13 +263,7 @@ RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     show_default=True,
     help="Folder that holds the run folders.",
 )
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda", "mps"]),
-    default="auto",
-    show_default=True,
-    help="Where to train; auto picks CUDA, then MPS, then CPU.",
-)
+@device_option
 @click.option(
     "--resume",
     is_flag=True,
@@ -566,13 +571,7 @@ def show_summary(result, trainer) -> None:
 @click.option(
     "--rng-seed", type=int, default=None, help="Random seed, for a sample you can reproduce."
 )
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cpu", "cuda", "mps"]),
-    default="auto",
-    show_default=True,
-    help="Where to run the model.",
-)
+@device_option
 def sample(checkpoint, out, seed, length, temperature, rng_seed, device):
     """Generate text from a trained model, streaming each character as it is made.
 

@@ -142,15 +142,15 @@ def _cache_meta(vocab: CharVocab, ids: np.ndarray) -> bytes:
 # ---------------------------------------------------------------- split
 
 
+def split_sizes(n: int, val_frac: float) -> tuple[int, int]:
+    n_train = int(n * (1 - val_frac))
+    return n_train, n - n_train
+
+
 def split_train_val(ids: np.ndarray, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
     """The validation set is the contiguous tail, as in nanoGPT's shakespeare_char."""
     n_train, _ = split_sizes(len(ids), val_frac)
     return ids[:n_train], ids[n_train:]
-
-
-def split_sizes(n: int, val_frac: float) -> tuple[int, int]:
-    n_train = int(n * (1 - val_frac))
-    return n_train, n - n_train
 
 
 def chars_needed(batch_size: int, seq_len: int, val_frac: float) -> int:
