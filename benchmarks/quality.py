@@ -25,6 +25,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from charrnn.checkpoint import load_checkpoint
+
 console = Console(stderr=True)
 
 
@@ -49,7 +51,7 @@ def one_run(corpus: Path, budget: str, out: Path, name: str, extra: list[str]) -
     if proc.returncode != 0:
         console.print(proc.stderr[-2000:], markup=False)
         raise SystemExit(f"run {name} failed with exit status {proc.returncode}")
-    last = torch.load(out / name / "last.pt", map_location="cpu", weights_only=True)
+    last = load_checkpoint(out / name / "last.pt")
     return {
         "run": name,
         "final_val_loss": last["val_loss"],

@@ -38,10 +38,6 @@ def info(message: str) -> None:
     console.print(message, soft_wrap=True)
 
 
-def warn(message: str) -> None:
-    console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
-
-
 class UserError(click.ClickException):
     """A one-line `error: ...` on stderr through the Console, exit status 1."""
 

@@ -319,3 +319,18 @@ def readme_options(command: str) -> set[str]:
 @pytest.mark.parametrize("command", ["train", "sample"])
 def test_readme_options_tables_match_the_commands(command):
     assert readme_options(command) == set(click_options(cli.commands[command]))
+
+
+def test_a_second_ctrl_c_aborts_without_damaging_files(tmp_path, write_corpus):
+    corpus = write_corpus(MIXED_TEXT * 30)
+    out = tmp_path / "ck"
+    proc = start_training(corpus, out, "twice")
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=60)
+    assert proc.returncode == 130, rest
+    assert "Traceback" not in rest
+    run_dir = out / "twice"
+    assert not list(run_dir.glob(".*.tmp"))  # an interrupted save cleans up after itself
+    if (run_dir / "last.pt").exists():  # the save may or may not have finished
+        assert load_checkpoint(run_dir / "last.pt")["step"] >= 1
