@@ -282,8 +282,8 @@ def train(ctx, corpus, run_name, out, resume, **options):
     """
     with user_errors():
         from charrnn.checkpoint import LAST, load_checkpoint, newest_run
-        from charrnn.data import check_corpus_size, load_corpus
-        from charrnn.train import Trainer, check_same_corpus
+        from charrnn.data import load_corpus
+        from charrnn.train import Trainer
 
         if run_name is not None and not RUN_NAME.match(run_name):
             raise CharrnnError(f"--run {run_name!r}: use letters, digits, '.', '_' and '-' only")
@@ -300,17 +300,15 @@ def train(ctx, corpus, run_name, out, resume, **options):
 
         corpus_data = load_corpus(corpus)
         model_config, train_config = resolve_configs(corpus_data, options, given, ckpt)
-        if ckpt is not None:
-            check_same_corpus(ckpt, corpus_data)
-            refuse_finished_run(ckpt, train_config)
-        check_corpus_size(
-            corpus_data, train_config.batch_size, train_config.seq_len, train_config.val_frac
-        )
+        # the Trainer checks the corpus size and, on resume, the corpus hash, before printing
+        trainer = Trainer(corpus_data, model_config, train_config, run_dir, resume=ckpt)
+        if trainer.length_reached():
+            raise CharrnnError(
+                f"{ckpt['path']} already reached its length (step {ckpt['step']:,}, "
+                f"{format_duration(ckpt['elapsed'])}); give a longer --time or --max-steps to go on"
+            )
         describe_start(corpus_data, model_config, train_config, run_dir, ckpt)
 
-        trainer = Trainer(
-            corpus_data, model_config, train_config, run_dir, callback=None, resume=ckpt
-        )
         with stop_on_signals(trainer) as received, TrainProgress(trainer) as progress:
             trainer.callback = progress
             result = trainer.run()
@@ -341,16 +339,6 @@ def refuse_existing_run(run_dir: Path) -> None:
         raise CharrnnError(
             f"run {run_dir} already has checkpoints; add --resume to continue it, "
             f"or pick another --run name"
-        )
-
-
-def refuse_finished_run(ckpt: dict, config) -> None:
-    done_steps = config.max_steps is not None and ckpt["step"] >= config.max_steps
-    done_time = config.time_budget is not None and ckpt["elapsed"] >= config.time_budget
-    if done_steps or done_time:
-        raise CharrnnError(
-            f"{ckpt['path']} already reached its length (step {ckpt['step']:,}, "
-            f"{format_duration(ckpt['elapsed'])}); give a longer --time or --max-steps to go on"
         )
 
 

@@ -248,7 +248,7 @@ class Trainer:
         eval_seconds = 0.0  # how long the last evaluation took; the final one will be alike
         last_eval_end = time.perf_counter()
 
-        while not self._length_reached(time.perf_counter() - start + eval_seconds):
+        while not self.length_reached(time.perf_counter() - start + eval_seconds):
             step_start = time.perf_counter()
             self.elapsed = step_start - start
             loss = self._train_step(self._lr(self.elapsed))
@@ -325,11 +325,13 @@ class Trainer:
             parts.append(elapsed / cfg.time_budget)
         return min(1.0, max(parts))
 
-    def _length_reached(self, elapsed_with_reserve: float) -> bool:
+    def length_reached(self, elapsed: float | None = None) -> bool:
+        """Whether the run is done by steps or by the clock (`elapsed`, default: so far)."""
         cfg = self.config
+        elapsed = self.elapsed if elapsed is None else elapsed
         if cfg.max_steps is not None and self.step >= cfg.max_steps:
             return True
-        return cfg.time_budget is not None and elapsed_with_reserve >= cfg.time_budget
+        return cfg.time_budget is not None and elapsed >= cfg.time_budget
 
     def _lr(self, elapsed: float) -> float:
         cfg = self.config
