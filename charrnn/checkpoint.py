@@ -9,14 +9,13 @@ step, data position, carried state, RNG states).
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
 from pathlib import Path
 
 import torch
 
 from charrnn.errors import CheckpointError
+from charrnn.files import atomic_write
 from charrnn.model import CharRNN, ModelConfig
 from charrnn.tokenizers import CharVocab
 
@@ -26,54 +25,17 @@ BEST, LAST = "best.pt", "last.pt"
 
 
 def save_checkpoint(payload: dict, path: Path) -> None:
-    """Write a checkpoint atomically (see `_atomic_write`)."""
+    """Write a checkpoint atomically (see `charrnn.files.atomic_write`)."""
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
-    _atomic_write(Path(path), lambda f: torch.save(payload, f))
+    atomic_write(Path(path), lambda f: torch.save(payload, f))
 
 
-def write_run_config(run_dir: Path, config: dict) -> None:
-    """The run's resolved options as `config.json`, for people and tools to read."""
-    text = json.dumps(config, indent=2, ensure_ascii=False) + "\n"
-    _atomic_write(Path(run_dir) / "config.json", lambda f: f.write(text.encode("utf-8")))
+def load_checkpoint(path: str | os.PathLike, map_location="cpu", mmap: bool = False) -> dict:
+    """Read a checkpoint, refusing anything that is not a readable charrnn file.
 
-
-def _atomic_write(path: Path, write) -> None:
-    """A temp file in the same folder, fsync, rename over `path`, fsync the folder.
-
-    A crash at any moment leaves either the old file or the new one, never a
-    torn one; the temp file is removed if writing fails.
+    `mmap=True` maps the tensors instead of reading them, for when only the
+    numbers and configs are wanted (`charrnn runs` over many runs).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    # os.open rather than mkstemp: the file gets the usual umask permissions, not 0600
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems cannot fsync a directory; the rename still happened
-    finally:
-        os.close(fd)
-
-
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Read a checkpoint, refusing anything that is not a readable charrnn file."""
     path = Path(path)
     if path.is_dir():
         found = run_checkpoint(path)
@@ -83,7 +45,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     if not path.exists():
         raise CheckpointError(f"checkpoint {path}: no such file")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except PermissionError:
         raise CheckpointError(f"checkpoint {path}: permission denied") from None
     except Exception as e:

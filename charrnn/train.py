@@ -4,10 +4,17 @@ One step: take the next TBPTT window of every stream, run it from the carried
 state, AdamW with gradient-norm clipping, then detach the state. The learning
 rate warms up linearly, then follows a cosine to `min_lr_frac * lr` over the
 run's length, measured in steps or in wall-clock time, whichever ends first.
+
+A step whose loss or gradient is not finite changes nothing (no optimizer
+step, the carried state is reset) and is counted; `max_skips` of them in a
+row stop the run. `patience` stops it after that many evaluations without a
+new best validation loss. Every log interval and evaluation is appended to
+the run's metrics.jsonl.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from charrnn import __version__
-from charrnn.checkpoint import BEST, LAST, save_checkpoint, write_run_config
+from charrnn.checkpoint import BEST, LAST, save_checkpoint
 from charrnn.data import (
     IGNORE_INDEX,
     EncodedCorpus,
@@ -28,7 +35,9 @@ from charrnn.data import (
     split_train_val,
 )
 from charrnn.errors import CharrnnError
+from charrnn.files import remove_stale_temp_files
 from charrnn.model import CharRNN, ModelConfig, State, detach_state, resolve_device
+from charrnn.runs import MetricsLog, metric_record, write_run_config
 
 DEFAULT_TIME_BUDGET = 180.0  # seconds, when neither max_steps nor time_budget is given
 # Automatic evaluation: often enough to keep best.pt fresh, rarely enough that the
@@ -52,6 +61,8 @@ class TrainConfig:
     time_budget: float | None = None  # seconds of wall clock, evaluations included
     eval_every: int | None = None  # None: auto (see Trainer._eval_due); 0: only at the end
     log_every: int = 10
+    patience: int | None = None  # evaluations without a new best before stopping
+    max_skips: int = 10  # non-finite steps in a row before giving up
     rng_seed: int = 1337
     device: str = "auto"
 
@@ -97,8 +108,13 @@ class TrainResult:
     chars_per_s: float
     best_val_loss: float | None
     final_val_loss: float | None
-    interrupted: bool
+    status: str  # finished | interrupted | patience | nonfinite
+    skipped_steps: int = 0
     evals: list[dict] = field(default_factory=list)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.status == "interrupted"
 
     @property
     def best_path(self) -> Path:
@@ -153,31 +169,40 @@ def check_same_corpus(ckpt: dict, corpus: EncodedCorpus) -> None:
         )
 
 
+def evals_without_improvement(evals: list[dict]) -> int:
+    """How many evaluations, counting back from the newest, did not set a new best."""
+    best, streak = math.inf, 0
+    for e in evals:
+        val = e.get("val_loss")
+        if val is not None and val < best:
+            best, streak = val, 0
+        else:
+            streak += 1
+    return streak
+
+
 class IntervalMeter:
-    """Mean training loss and chars/s over the last log interval.
+    """Mean training loss (of the steps not skipped) and chars/s over a log interval."""
 
-    Losses add up on the device; `read` is the one host sync per interval, so a
-    GPU is never stalled to print a number.
-    """
-
-    def __init__(self, device: torch.device):
-        self.loss_sum = torch.zeros((), device=device)
+    def __init__(self):
+        self.loss_sum = 0.0
         self.steps = 0
         self.chars = 0
         self.since = time.perf_counter()
         self.loss: float | None = None  # None until the first read
         self.chars_per_s = 0.0
 
-    def add(self, loss: torch.Tensor, chars: int) -> None:
-        self.loss_sum += loss
-        self.steps += 1
+    def add(self, loss: float | None, chars: int) -> None:
+        if loss is not None:
+            self.loss_sum += loss
+            self.steps += 1
         self.chars += chars
 
     def read(self) -> None:
         now = time.perf_counter()
-        self.loss = (self.loss_sum / self.steps).item()
+        self.loss = self.loss_sum / self.steps if self.steps else None
         self.chars_per_s = self.chars / max(now - self.since, 1e-9)
-        self.loss_sum.zero_()
+        self.loss_sum = 0.0
         self.steps = self.chars = 0
         self.since = now
 
@@ -204,6 +229,11 @@ class Trainer:
         self.callback = callback or Callback()
         self.device = resolve_device(config.device)
         check_corpus_size(corpus, config.batch_size, config.seq_len, config.val_frac)
+        if config.patience is not None and (config.val_frac == 0 or config.eval_every == 0):
+            raise CharrnnError(
+                "--patience needs evaluations during training: a --val-frac above 0 "
+                "and an --eval-every other than 0"
+            )
 
         torch.manual_seed(config.rng_seed)
         self.model = CharRNN(model_config).to(self.device)
@@ -227,7 +257,13 @@ class Trainer:
         self.best_val_loss: float | None = None
         self.last_val_loss: float | None = None
         self.evals: list[dict] = []
+        self.skipped_steps = 0
+        self.skip_streak = 0
+        self.status = "running"
+        self.created = dt.datetime.now().astimezone().isoformat(timespec="seconds")
         self.stop_requested = False
+        self.metrics = MetricsLog(self.run_dir)
+        self.meter = IntervalMeter()
         if resume is not None:
             self._restore(resume)
 
@@ -238,13 +274,33 @@ class Trainer:
         self.stop_requested = True
 
     def run(self) -> TrainResult:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(self.run_dir)
         write_run_config(self.run_dir, self._run_config())
+        self.metrics.open(up_to_step=self.step)
+        try:
+            return self._run()
+        finally:
+            self.metrics.close()
+
+    def done_reason(self) -> str | None:
+        """Why this run cannot go on as configured: "length", "patience" or None."""
+        if self.length_reached():
+            return "length"
+        patience = self.config.patience
+        if patience is not None and evals_without_improvement(self.evals) >= patience:
+            return "patience"
+        return None
+
+    def _run(self) -> TrainResult:
         self.callback.on_start(self)
         self.model.train()
         torch.set_rng_state(self.rng_state)
+        self.status = "running"
         start = time.perf_counter() - self.elapsed
         chars_before, train_s_before = self.chars_seen, self.train_seconds
-        meter = IntervalMeter(self.device)
+        meter = self.meter
+        meter.restart_clock()
         eval_seconds = 0.0  # how long the last evaluation took; the final one will be alike
         last_eval_end = time.perf_counter()
 
@@ -254,22 +310,34 @@ class Trainer:
             loss = self._train_step(self._lr(self.elapsed))
             self.train_seconds += time.perf_counter() - step_start
             meter.add(loss, self.batches.chars_per_step)
+            self.elapsed = time.perf_counter() - start
             if self.step % self.config.log_every == 0:
                 meter.read()
-            self.elapsed = time.perf_counter() - start
+                self._log_train(meter)
             self.callback.on_step(self._step_stats(meter))
             if self.stop_requested:
+                self.status = "interrupted"
+                break
+            if self.skip_streak >= self.config.max_skips:
+                self.status = "nonfinite"
                 break
             if self._eval_due(time.perf_counter() - last_eval_end, eval_seconds):
                 eval_seconds = self._evaluate_and_save(start)
                 last_eval_end = time.perf_counter()
                 meter.restart_clock()  # keep evaluation time out of chars/s
+                if self.done_reason() == "patience":
+                    self.status = "patience"
+                    break
 
-        if self.stop_requested:
+        if self.status == "running":
+            self.status = "finished"
+            if not self.evals or self.evals[-1]["step"] != self.step:
+                self._evaluate_and_save(start)
+            else:
+                self._save(LAST)  # the last evaluation saved it, but as still running
+        else:  # interrupted, patience or non-finite: last.pt records why
             self.elapsed = time.perf_counter() - start
             self._save(LAST)
-        elif not self.evals or self.evals[-1]["step"] != self.step:
-            self._evaluate_and_save(start)
         session_chars = self.chars_seen - chars_before
         session_s = self.train_seconds - train_s_before
         return TrainResult(
@@ -280,13 +348,15 @@ class Trainer:
             chars_per_s=session_chars / max(session_s, 1e-9),
             best_val_loss=self.best_val_loss,
             final_val_loss=self.last_val_loss,
-            interrupted=self.stop_requested,
+            status=self.status,
+            skipped_steps=self.skipped_steps,
             evals=list(self.evals),
         )
 
     # ------------------------------------------------------------ the step
 
-    def _train_step(self, lr: float) -> torch.Tensor:
+    def _train_step(self, lr: float) -> float | None:
+        """One optimizer step on the next window; None if it was skipped as non-finite."""
         if self.window == 0:
             self.state = None  # a new pass over the data starts from a zero state
         x, y = self.batches.window(self.window)
@@ -297,10 +367,20 @@ class Trainer:
         _, state, loss = self.model(x, self.state, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if self.config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        self.optimizer.step()
-        self.state = detach_state(state)
+        clip = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        # the one host sync per step: a NaN must never reach the weights
+        loss_value = loss.item()
+        finite = math.isfinite(loss_value) and bool(torch.isfinite(grad_norm))
+        if finite:
+            self.optimizer.step()
+            self.state = detach_state(state)
+            self.skip_streak = 0
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.state = None  # the carried state may be what went wrong
+            self.skipped_steps += 1
+            self.skip_streak += 1
 
         self.step += 1
         self.chars_seen += self.batches.chars_per_step
@@ -308,7 +388,7 @@ class Trainer:
         if self.window == self.batches.n_windows:
             self.window = 0
             self.epoch += 1
-        return loss.detach()
+        return loss_value if finite else None
 
     def _eval_due(self, since_last_eval: float, eval_seconds: float) -> bool:
         every = self.config.eval_every
@@ -359,25 +439,52 @@ class Trainer:
         t0 = time.perf_counter()
         if len(self.val_ids) >= 2:
             val = evaluate(self.model, self.val_ids, self.device)
-            is_best = self.best_val_loss is None or val < self.best_val_loss
+            best = self.best_val_loss
+            is_best = math.isfinite(val) and (best is None or val < best)
             self.last_val_loss = val
             if is_best:
                 self.best_val_loss = val
             self.evals.append({"step": self.step, "val_loss": val})
             self.callback.on_eval(EvalStats(self.step, val, is_best, time.perf_counter() - t0))
         else:  # no validation split: the newest model is the best we know of
-            is_best = True
+            val, is_best = None, True
             self.evals.append({"step": self.step, "val_loss": None})
         self.elapsed = time.perf_counter() - start
+        self.metrics.write(
+            self._metric("eval", val_loss=val, val_bpc=None if val is None else val / LN2)
+        )
         self._save(LAST)
         if is_best:
             self._save(BEST)
         return time.perf_counter() - t0
 
     def _save(self, name: str) -> None:
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            raise CharrnnError(
+                f"the model's weights are no longer finite at step {self.step:,}; not saving "
+                f"{name}, so {self.run_dir / BEST} and {self.run_dir / LAST} keep the last "
+                "good model (try a lower --lr)"
+            )
         path = self.run_dir / name
         save_checkpoint(self._payload(), path)
         self.callback.on_save(path)
+
+    def _metric(self, event: str, **values) -> dict:
+        return metric_record(
+            event,
+            step=self.step,
+            epoch=self.epoch,
+            chars_seen=self.chars_seen,
+            lr=self.optimizer.param_groups[0]["lr"],
+            elapsed=round(self.elapsed, 3),
+            skipped=self.skipped_steps,
+            **values,
+        )
+
+    def _log_train(self, meter: IntervalMeter) -> None:
+        self.metrics.write(
+            self._metric("train", train_loss=meter.loss, chars_per_s=round(meter.chars_per_s, 1))
+        )
 
     def _payload(self) -> dict:
         rng = {"torch": torch.get_rng_state()}
@@ -401,6 +508,11 @@ class Trainer:
             "val_loss": self.last_val_loss,
             "best_val_loss": self.best_val_loss,
             "evals": list(self.evals),
+            "skipped_steps": self.skipped_steps,
+            # the open log interval, so the first logged loss after a resume is the same mean
+            "log_interval": {"loss_sum": self.meter.loss_sum, "steps": self.meter.steps},
+            "status": self.status,
+            "created": self.created,
             "state": self.state,
             "rng": rng,
         }
@@ -414,6 +526,11 @@ class Trainer:
         self.best_val_loss = ckpt["best_val_loss"]
         self.last_val_loss = ckpt["val_loss"]
         self.evals = list(ckpt["evals"])
+        self.skipped_steps = ckpt.get("skipped_steps", 0)
+        interval = ckpt.get("log_interval", {})
+        self.meter.loss_sum = interval.get("loss_sum", 0.0)
+        self.meter.steps = interval.get("steps", 0)
+        self.created = ckpt.get("created", self.created)
         old = ckpt["train_config"]
         if (old["batch_size"], old["seq_len"]) == (self.config.batch_size, self.config.seq_len):
             state = ckpt["state"]
@@ -429,13 +546,20 @@ class Trainer:
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
 
     def _run_config(self) -> dict:
+        """config.json: the options (replayable with `--config`) and what they resolved to."""
+        model_options = self.model.config.to_dict()
+        vocab_size = model_options.pop("vocab_size")  # follows from the corpus, not an option
         return {
             "charrnn_version": __version__,
             "corpus": str(self.corpus.path),
-            "corpus_sha256": self.corpus.sha256,
-            "vocab_size": len(self.corpus.vocab),
-            "parameters": self.model.num_parameters(),
-            "model": self.model.config.to_dict(),
+            "model": model_options,
             "train": self.config.to_dict(),
-            "device": str(self.device),
+            "info": {
+                "corpus_sha256": self.corpus.sha256,
+                "characters": len(self.corpus),
+                "vocab_size": vocab_size,
+                "parameters": self.model.num_parameters(),
+                "device": str(self.device),
+                "created": self.created,
+            },
         }
