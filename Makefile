@@ -1,6 +1,6 @@
 # charrnn. The two set-up commands:
 #   make demo   creates .venv, builds the Shakespeare corpus, trains for 3 minutes, samples
-#   make test   installs with dev extras, then lint and tests
+#   make test   installs with the dev and plot extras, then lint and tests
 #
 # TORCH pins the tested PyTorch (the CPU wheel on our machines); override it
 # for another build, e.g. `make install TORCH=torch`.
@@ -27,15 +27,15 @@ $(VENV)/bin/python:
 
 # The stamps reinstall only when pyproject.toml changes; `make install` always runs.
 $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install "$(TORCH)" -e .
+	$(BIN)/pip install "$(TORCH)" -e ".[plot]"
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install "$(TORCH)" -e ".[dev]"
+	$(BIN)/pip install "$(TORCH)" -e ".[dev,plot]"
 	touch $@ $(VENV)/.installed
 
 install: | $(VENV)/bin/python
-	$(BIN)/pip install "$(TORCH)" -e ".[dev]"
+	$(BIN)/pip install "$(TORCH)" -e ".[dev,plot]"
 	touch $(VENV)/.installed $(VENV)/.installed-dev
 
 corpus: corpora/shakespeare.txt

@@ -109,6 +109,16 @@ device_option = click.option(
 )
 
 
+def out_option(help: str):
+    return click.option(
+        "--out",
+        type=click.Path(path_type=Path),
+        default=Path("checkpoints"),
+        show_default=True,
+        help=help,
+    )
+
+
 # ------------------------------------------------------------------ the group
 
 
@@ -208,6 +218,13 @@ RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     help="AdamW decoupled weight decay.",
 )
 @click.option(
+    "--min-lr-frac",
+    type=FiniteFloat(0, 1),
+    default=0.1,
+    show_default=True,
+    help="The cosine decay ends at this share of --lr.",
+)
+@click.option(
     "--grad-clip",
     type=FiniteFloat(0),
     default=1.0,
@@ -239,6 +256,27 @@ RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     "so that evaluation takes about 5% of the time.",
 )
 @click.option(
+    "--patience",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop after N evaluations in a row without a new best validation loss.",
+)
+@click.option(
+    "--max-skips",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Stop after this many steps in a row with a non-finite loss or gradient "
+    "(each such step is skipped).",
+)
+@click.option(
+    "--log-every",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Steps per line of metrics.jsonl (and per update of the shown loss).",
+)
+@click.option(
     "--rng-seed",
     type=int,
     default=1337,
@@ -252,75 +290,163 @@ RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     metavar="NAME",
     help="Run folder name under --out. Default: corpus name and time.",
 )
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path),
-    default=Path("checkpoints"),
-    show_default=True,
-    help="Folder that holds the run folders.",
-)
+@out_option("Folder that holds the run folders.")
 @device_option
 @click.option(
     "--resume",
-    is_flag=True,
-    help="Continue the run named by --run (default: the newest) from its last.pt.",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[RUN]",
+    help="Continue RUN (default: --run, else the newest run under --out) from its last.pt.",
+)
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    is_eager=True,
+    expose_value=False,
+    callback=lambda ctx, param, value: read_config_option(ctx, value),
+    help="Read options from a TOML file or a run's config.json; options on the command line win.",
 )
 @click.pass_context
 def train(ctx, corpus, run_name, out, resume, **options):
     """Train a character-level language model on CORPUS, a UTF-8 text file.
 
     The last --val-frac of the file is the validation set. Checkpoints go to
-    OUT/RUN/: best.pt (lowest validation loss) and last.pt (newest). Ctrl-C
-    saves last.pt and prints the command that resumes.
+    OUT/RUN/: best.pt (lowest validation loss) and last.pt (newest), beside
+    config.json, metrics.jsonl and loss.png. Ctrl-C saves last.pt and prints
+    the command that resumes.
 
     \b
     Examples:
       charrnn train corpora/shakespeare.txt --time 3m
       charrnn train input.txt --cell gru --layers 2 --hidden 256 --max-steps 2000
-      charrnn train input.txt --run mine --dropout 0.2 --time 1h
-      charrnn train input.txt --run mine --resume --time 2h
+      charrnn train input.txt --run mine --dropout 0.2 --time 1h --patience 5
+      charrnn train input.txt --resume mine --time 2h
+      charrnn train --config checkpoints/mine/config.json --run again
     """
     with user_errors():
-        from charrnn.checkpoint import LAST, load_checkpoint, newest_run
         from charrnn.data import load_corpus
         from charrnn.train import Trainer
 
         if run_name is not None and not RUN_NAME.match(run_name):
             raise CharrnnError(f"--run {run_name!r}: use letters, digits, '.', '_' and '-' only")
         given = {k for k in options if ctx.get_parameter_source(k).name != "DEFAULT"}
-        ckpt = None
-        if resume:
-            run_dir = out / run_name if run_name else newest_run(out)
-            if not (run_dir / LAST).is_file():
-                raise CharrnnError(f"nothing to resume: {run_dir} has no {LAST}")
-            ckpt = load_checkpoint(run_dir / LAST)
+        if resume is not None:
+            run_dir, ckpt = resume_target(resume, run_name, out)
+            out = run_dir.parent
         else:
-            run_dir = out / (run_name or default_run_name(corpus, out))
+            run_dir, ckpt = out / (run_name or default_run_name(corpus, out)), None
             refuse_existing_run(run_dir)
 
         corpus_data = load_corpus(corpus)
         model_config, train_config = resolve_configs(corpus_data, options, given, ckpt)
         # the Trainer checks the corpus size and, on resume, the corpus hash, before printing
         trainer = Trainer(corpus_data, model_config, train_config, run_dir, resume=ckpt)
-        if trainer.length_reached():
-            raise CharrnnError(
-                f"{ckpt['path']} already reached its length (step {ckpt['step']:,}, "
-                f"{format_duration(ckpt['elapsed'])}); give a longer --time or --max-steps to go on"
-            )
+        refuse_finished_run(trainer, ckpt)
         describe_start(corpus_data, model_config, train_config, run_dir, ckpt)
 
         with stop_on_signals(trainer) as received, TrainProgress(trainer) as progress:
             trainer.callback = progress
             result = trainer.run()
         show_summary(result, trainer)
+        plot_run(run_dir)
+        if result.status == "nonfinite":
+            raise CharrnnError(
+                f"stopped at step {result.steps:,}: {train_config.max_skips} steps in a row had a "
+                f"non-finite loss or gradient; the weights were kept finite and best.pt is intact "
+                f"(try a lower --lr or --grad-clip)"
+            )
+        if result.status == "patience":
+            info(
+                f"[yellow]stopped early[/]: no new best validation loss in "
+                f"{train_config.patience} evaluations"
+            )
         if result.interrupted:
-            resume_args = ["charrnn", "train", str(corpus), "--run", run_dir.name, "--resume"]
+            resume_args = ["charrnn", "train", str(corpus), "--resume", run_dir.name]
             if out != Path("checkpoints"):
                 resume_args += ["--out", str(out)]
             resume_cmd = shlex.join(resume_args)
-            info(f"[yellow]interrupted at step {result.steps:,}[/]; saved {run_dir / LAST}")
+            info(f"[yellow]interrupted at step {result.steps:,}[/]; saved {run_dir / 'last.pt'}")
             info(f"resume with: [bold]{escape(resume_cmd)}[/]")
             sys.exit(EXIT_SIGTERM if received == [signal.SIGTERM] else EXIT_SIGINT)
+
+
+def read_config_option(ctx, path: Path | None) -> None:
+    """--config: the file's options become the command's defaults, so the command line wins.
+
+    Values go through the same click types and ranges as typed options.
+    """
+    if path is None:
+        return
+    from charrnn.runs import read_options_file
+
+    try:
+        values = read_options_file(path)
+    except CharrnnError as e:
+        raise click.BadParameter(str(e), ctx=ctx, param_hint="'--config'") from None
+    names = {}  # option spellings (run, time, seq_len) -> parameter names (run_name, ...)
+    for p in ctx.command.params:
+        if p.name in ("config", "resume"):
+            continue
+        names[p.name] = p.name
+        for opt in p.opts:
+            names[opt.lstrip("-").replace("-", "_")] = p.name
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise click.BadParameter(
+            f"{path}: unknown option {', '.join(map(repr, unknown))}",
+            ctx=ctx,
+            param_hint="'--config'",
+        )
+    defaults = {names[k]: v for k, v in values.items() if v is not None}
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+
+
+def resume_target(resume: str, run_name: str | None, out: Path):
+    """The run folder and last.pt that `--resume [RUN]` names."""
+    from charrnn.checkpoint import LAST, load_checkpoint, newest_run
+
+    if resume and run_name and resume != run_name:
+        raise CharrnnError(f"--resume {resume} and --run {run_name} name different runs")
+    name = resume or run_name
+    if name is None:
+        run_dir = newest_run(out)
+    elif "/" in name or name in (".", ".."):
+        run_dir = Path(name)  # a path to a run folder rather than a name under --out
+    else:
+        run_dir = out / name
+    if not (run_dir / LAST).is_file():
+        raise CharrnnError(f"nothing to resume: {run_dir} has no {LAST}")
+    return run_dir, load_checkpoint(run_dir / LAST)
+
+
+def refuse_finished_run(trainer, ckpt) -> None:
+    reason = trainer.done_reason()
+    if reason == "length":
+        raise CharrnnError(
+            f"{ckpt['path']} already reached its length (step {ckpt['step']:,}, "
+            f"{format_duration(ckpt['elapsed'])}); give a longer --time or --max-steps to go on"
+        )
+    if reason == "patience":
+        raise CharrnnError(
+            f"{ckpt['path']} stopped early: no new best in {trainer.config.patience} "
+            "evaluations; give a larger --patience to go on"
+        )
+
+
+def plot_run(run_dir: Path) -> None:
+    """loss.png in the run folder, when matplotlib is installed; never fails the run."""
+    from charrnn.plot import matplotlib_available, plot_runs
+    from charrnn.runs import PLOT, read_metrics
+
+    if not matplotlib_available():
+        return
+    try:
+        plot_runs([(run_dir.name, read_metrics(run_dir))], run_dir / PLOT)
+    except Exception as e:  # a plot is a convenience: report it, keep the exit status
+        info(f"[yellow]warning:[/] could not draw {run_dir / PLOT}: {e}")
 
 
 def default_run_name(corpus: Path, out: Path) -> str:
@@ -496,6 +622,15 @@ class TrainProgress:
         pass
 
 
+STATUS_TEXT = {
+    "running": "still running, or killed",
+    "finished": "finished",
+    "interrupted": "interrupted",
+    "patience": "stopped early (patience)",
+    "nonfinite": "stopped: non-finite losses",
+}
+
+
 def show_summary(result, trainer) -> None:
     table = Table(title="training summary", show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
@@ -507,6 +642,9 @@ def show_summary(result, trainer) -> None:
             f"{result.best_val_loss / math.log(2):.3f} bits/char",
         )
     table.add_row("steps", f"{result.steps:,} ({trainer.epoch} full passes)")
+    if result.skipped_steps:
+        table.add_row("skipped", f"{result.skipped_steps:,} steps with a non-finite loss")
+    table.add_row("ended", STATUS_TEXT.get(result.status, result.status))
     table.add_row("chars seen", f"{result.chars_seen:,}")
     table.add_row("time", format_duration(result.elapsed))
     table.add_row("speed", f"{result.chars_per_s:,.0f} chars/s")
@@ -526,13 +664,7 @@ def show_summary(result, trainer) -> None:
     default=None,
     help="A .pt file or a run folder. Default: best.pt of the newest run under --out.",
 )
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path),
-    default=Path("checkpoints"),
-    show_default=True,
-    help="Where to look for runs when --checkpoint is not given.",
-)
+@out_option("Where to look for runs when --checkpoint is not given.")
 @click.option(
     "--seed",
     default=None,
@@ -610,3 +742,213 @@ def write_stdout(text: str) -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         sys.exit(0)
+
+
+# ------------------------------------------------------------------ runs, info, plot
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON to stdout instead of a table."
+)
+
+
+def print_json(data) -> None:
+    import json
+
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+@cli.command()
+@out_option("Folder that holds the run folders.")
+@json_option
+def runs(out, as_json):
+    """List the training runs under --out.
+
+    Each row: name, cell, layers x hidden, parameters, steps, best validation
+    bits/char, wall time, date, and how the run ended.
+
+    \b
+    Examples:
+      charrnn runs
+      charrnn runs --out experiments --json
+    """
+    with user_errors():
+        from charrnn.runs import list_runs
+
+        found, unreadable = list_runs(out)
+        if as_json:
+            print_json([{**vars(r), "best_val_bpc": r.best_val_bpc} for r in found])
+        elif found:
+            table = Table(
+                title=f"runs under {escape(str(out))}",
+                box=None,
+                pad_edge=False,
+                header_style="bold underline",
+            )
+            for name, justify in RUNS_COLUMNS:
+                # only the names and the status may wrap; numbers stay whole
+                wraps = name in ("run", "status")
+                table.add_column(
+                    name, justify=justify, no_wrap=not wraps, overflow="fold" if wraps else None
+                )
+            for r in found:
+                bpc = "-" if r.best_val_bpc is None else f"{r.best_val_bpc:.3f}"
+                table.add_row(
+                    escape(r.name),
+                    r.cell.upper(),
+                    f"{r.layers}x{r.hidden}",
+                    count(r.parameters),
+                    f"{r.steps:,}",
+                    bpc,
+                    format_duration(r.elapsed),
+                    f"{r.created:%Y-%m-%d}",
+                    SHORT_STATUS.get(r.status, r.status),
+                )
+            console.print(table)
+        else:
+            info(f"no runs under {escape(str(out))}/")
+        for run_dir, reason in unreadable:
+            info(f"[yellow]warning:[/] skipped {escape(str(run_dir))}: {escape(reason)}")
+
+
+def count(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k" if n >= 1e3 else str(n)
+
+
+RUNS_COLUMNS = [
+    ("run", "left"),
+    ("cell", "left"),
+    ("size", "right"),  # layers x hidden
+    ("params", "right"),
+    ("steps", "right"),
+    ("val bpc", "right"),  # the best validation loss, in bits per character
+    ("time", "right"),
+    ("date", "left"),
+    ("status", "left"),
+]
+SHORT_STATUS = {
+    "running": "running/killed",
+    "patience": "early stop",
+    "nonfinite": "non-finite",
+}
+
+
+@cli.command("info")
+@click.argument("checkpoint", type=click.Path(path_type=Path), required=False)
+@out_option("Where to look for runs when CHECKPOINT is not given.")
+@json_option
+def info_command(checkpoint, out, as_json):
+    """Describe a checkpoint: model, vocabulary, losses and options.
+
+    CHECKPOINT is a .pt file or a run folder (default: the newest run's best.pt).
+
+    \b
+    Examples:
+      charrnn info checkpoints/shakespeare/best.pt
+      charrnn info checkpoints/shakespeare --json
+    """
+    with user_errors():
+        from charrnn.checkpoint import load_checkpoint, newest_checkpoint
+        from charrnn.runs import summarize_checkpoint
+        from charrnn.tokenizers import CharVocab
+
+        path = checkpoint if checkpoint is not None else newest_checkpoint(out)
+        ckpt = load_checkpoint(path, mmap=True)
+        summary = summarize_checkpoint(ckpt)
+        vocab = CharVocab.from_dict(ckpt["vocab"])
+        details = {
+            **summary,
+            "format_version": ckpt["format_version"],
+            "charrnn_version": ckpt.get("charrnn_version"),
+            "corpus": ckpt.get("corpus_path"),
+            "corpus_sha256": ckpt.get("corpus_sha256"),
+            "vocab_size": len(vocab),
+            "vocab": vocab.chars,
+            "model_config": ckpt["model_config"],
+            "train_config": ckpt.get("train_config", {}),
+        }
+        if as_json:
+            print_json(details)
+            return
+        console.print(checkpoint_table(details, vocab))
+        config = Table(title="options", show_header=False, box=None, pad_edge=False)
+        config.add_column(style="bold")
+        config.add_column()
+        for key, value in {**details["model_config"], **details["train_config"]}.items():
+            config.add_row(key.replace("_", "-"), escape(str(value)))
+        console.print(config)
+
+
+def checkpoint_table(d: dict, vocab) -> Table:
+    table = Table(title=escape(d["path"]), show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    m = d["model_config"]
+    table.add_row("model", f"{m['cell'].upper()} {m['layers']}x{m['hidden']}, embed {m['embed']}")
+    table.add_row("parameters", f"{d['parameters']:,}")
+    table.add_row("vocabulary", f"{len(vocab)} symbols: {escape(vocab_preview(vocab.chars))}")
+    table.add_row("corpus", escape(f"{d['corpus']} (sha256 {str(d['corpus_sha256'])[:12]})"))
+    table.add_row(
+        "trained",
+        f"{d['steps']:,} steps, {d['chars_seen']:,} chars, {d['epoch']} full passes, "
+        f"{format_duration(d['elapsed'])}",
+    )
+    for label, key in (("val loss", "val_loss"), ("best val loss", "best_val_loss")):
+        if d[key] is not None:
+            table.add_row(label, f"{d[key]:.4f} nats/char, {d[key] / math.log(2):.3f} bits/char")
+    if d["skipped_steps"]:
+        table.add_row("skipped", f"{d['skipped_steps']:,} non-finite steps")
+    if Path(d["path"]).name == "last.pt":  # best.pt was saved mid-run: its status says nothing
+        table.add_row("status", STATUS_TEXT.get(d["status"], d["status"]))
+    table.add_row("format", f"version {d['format_version']}, charrnn {d['charrnn_version']}")
+    return table
+
+
+def vocab_preview(chars: str, limit: int = 60) -> str:
+    """The vocabulary with whitespace and control characters made visible."""
+    visible = {"\n": "\\n", "\r": "\\r", "\t": "\\t", " ": "␠"}
+
+    def show(c: str) -> str:
+        if c in visible:
+            return visible[c]
+        return c if c.isprintable() else f"\\u{ord(c):04x}"
+
+    text = " ".join(show(c) for c in chars[:limit])
+    return text + (f" … (+{len(chars) - limit} more)" if len(chars) > limit else "")
+
+
+@cli.command()
+@click.argument("run_names", metavar="RUN...", nargs=-1, required=True)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path("loss.png"),
+    show_default=True,
+    help="The PNG file to write.",
+)
+@out_option("Folder that holds the run folders named by RUN.")
+def plot(run_names, output, out):
+    """Draw the loss curves of one or more runs into a PNG.
+
+    Training and validation loss against characters seen, one colour per RUN.
+
+    Each RUN is a run name under --out or a path to a run folder. Needs
+    matplotlib: pip install 'charrnn[plot]'.
+
+    \b
+    Examples:
+      charrnn plot shakespeare -o loss.png
+      charrnn plot small big bigger -o compare.png
+    """
+    with user_errors():
+        from charrnn.plot import plot_runs
+        from charrnn.runs import METRICS, read_metrics
+
+        series = []
+        for name in run_names:
+            run_dir = Path(name) if Path(name).is_dir() else out / name
+            if not (run_dir / METRICS).is_file():
+                raise CharrnnError(f"run {run_dir} has no {METRICS}")
+            series.append((run_dir.name, read_metrics(run_dir)))
+        plot_runs(series, output)
+        info(f"wrote {escape(str(output))}")
