@@ -199,7 +199,7 @@ def test_time_budgets_parse(text, seconds):
     assert Duration().convert(text, None, None) == seconds
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["sample"]])
+@pytest.mark.parametrize("command", [[], ["train"], ["sample"], ["runs"], ["info"], ["plot"]])
 def test_help_shows_examples(run_cli, command):
     result = run_cli(*command, "--help")
     assert "Examples:" in result.stdout
@@ -258,7 +258,7 @@ def test_a_signal_saves_last_and_says_how_to_resume(tmp_path, write_corpus, sign
     _, rest = proc.communicate(timeout=60)
     assert proc.returncode == code, rest
     resume_line = next(line for line in rest.splitlines() if line.startswith("resume with:"))
-    assert f"charrnn train {corpus} --run sig --resume --out {out}" in resume_line
+    assert f"charrnn train {corpus} --resume sig --out {out}" in resume_line
     ckpt = load_checkpoint(out / "sig" / "last.pt")
     assert ckpt["step"] >= 1 and ckpt["elapsed"] < 60
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
@@ -284,11 +284,13 @@ def test_resuming_a_finished_run_asks_for_a_longer_length(trained, run_cli):
 
 
 def click_options(command) -> dict[str, object]:
-    return {
-        p.opts[0]: p.default
-        for p in command.params
-        if isinstance(p, click.Option) and p.opts[0].startswith("--")
-    }
+    """Each option's long name and its default."""
+    options = {}
+    for p in command.params:
+        if isinstance(p, click.Option):
+            long = [o for o in p.opts if o.startswith("--")]
+            options[long[0]] = p.default
+    return options
 
 
 def test_option_defaults_are_the_config_defaults():
@@ -316,7 +318,7 @@ def readme_options(command: str) -> set[str]:
     return set(re.findall(r"^\| `(--[a-z-]+)", "\n".join(table), flags=re.M))
 
 
-@pytest.mark.parametrize("command", ["train", "sample"])
+@pytest.mark.parametrize("command", ["train", "sample", "runs", "info", "plot"])
 def test_readme_options_tables_match_the_commands(command):
     assert readme_options(command) == set(click_options(cli.commands[command]))
 

@@ -120,6 +120,10 @@ def test_same_seed_same_weights(write_corpus, tmp_path):
     b.run()
     for k, v in a.model.state_dict().items():
         assert torch.equal(v, b.model.state_dict()[k]), k
+    other = TrainConfig(batch_size=4, seq_len=16, max_steps=20, rng_seed=6)
+    c = Trainer(corpus, model, other, tmp_path / "c")
+    c.run()
+    assert not torch.equal(a.model.head.weight, c.model.head.weight)
 
 
 def test_evaluation_schedule(write_corpus, tmp_path):

@@ -1,0 +1,119 @@
+"""Real `charrnn train` processes, stopped by SIGINT or killed by SIGKILL.
+
+A resumed run must end bit-identical to one that was never stopped, and a
+kill at any moment must leave checkpoints that load and resume.
+"""
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from charrnn.checkpoint import load_checkpoint
+from tests.conftest import MIXED_TEXT, TINY_MODEL
+
+# two layers and dropout, so the RNG stream matters as much as the weights
+MODEL = [*TINY_MODEL, "--layers", "2", "--dropout", "0.1", "--lr", "1e-2"]
+
+
+def charrnn(*args) -> list[str]:
+    return [sys.executable, "-m", "charrnn", *map(str, args)]
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, f"training ended early: {proc.communicate()[1]}"
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.005)
+
+
+def metric_steps(run_dir: Path, event: str) -> list[int]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r["step"] for r in map(json.loads, lines) if r["event"] == event]
+
+
+def test_sigint_then_resume_is_bit_identical_to_an_unbroken_run(tmp_path, write_corpus):
+    corpus = write_corpus(MIXED_TEXT * 30)
+    out = tmp_path / "ck"
+    common = [corpus, *MODEL, "--max-steps", 800, "--eval-every", 50, "--out", out]
+    subprocess.run(charrnn("train", *common, "--run", "straight"), check=True, capture_output=True)
+
+    proc = subprocess.Popen(
+        charrnn("train", *common, "--run", "split"), stderr=subprocess.PIPE, text=True
+    )
+    wait_for(out / "split" / "last.pt", proc)  # the first evaluation has saved
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    stopped_at = load_checkpoint(out / "split" / "last.pt")["step"]
+    assert 50 <= stopped_at < 800
+    assert "resume with:" in err
+
+    # no options: the run continues with everything it stored
+    resumed = subprocess.run(
+        charrnn("train", corpus, "--resume", "split", "--out", out), capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    a = load_checkpoint(out / "straight" / "last.pt")
+    b = load_checkpoint(out / "split" / "last.pt")
+    assert a["step"] == b["step"] == 800
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    assert a["evals"] == b["evals"]  # the same validation losses at the same steps
+
+    # the metrics history is continuous: each logged step once, in order, same losses
+    assert metric_steps(out / "split", "train") == list(range(10, 801, 10))
+    straight = (out / "straight" / "metrics.jsonl").read_text().splitlines()
+    split = (out / "split" / "metrics.jsonl").read_text().splitlines()
+    losses = [[json.loads(r)["train_loss"] for r in rs] for rs in (straight, split)]
+    assert losses[0] == losses[1]
+
+
+def test_sigkill_at_random_moments_never_leaves_an_unreadable_checkpoint(tmp_path, write_corpus):
+    corpus = write_corpus(MIXED_TEXT * 30)
+    out = tmp_path / "ck"
+    run_dir = out / "kill"
+    rng = random.Random(0)
+    # --eval-every 1: a save every step, so most kills land in the middle of one
+    args = ["train", corpus, *MODEL, "--max-steps", 100_000, "--eval-every", 1, "--out", out]
+    steps = []
+    for attempt in range(8):
+        resume = ["--resume", "kill"] if attempt else ["--run", "kill"]
+        proc = subprocess.Popen(
+            charrnn(*args, *resume), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        if attempt == 0:
+            wait_for(run_dir / "last.pt", proc)
+        else:  # wait until this process has saved something of its own
+            before = (run_dir / "last.pt").stat().st_mtime_ns
+            deadline = time.monotonic() + 60
+            while (run_dir / "last.pt").stat().st_mtime_ns == before:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.005)
+        time.sleep(rng.uniform(0, 0.3))
+        proc.kill()
+        proc.wait()
+
+        for name in ("last.pt", "best.pt"):
+            ckpt = load_checkpoint(run_dir / name)
+            assert all(torch.isfinite(t).all() for t in ckpt["model"].values())
+        steps.append(load_checkpoint(run_dir / "last.pt")["step"])
+    assert steps == sorted(steps) and steps[-1] > steps[0]  # every resume made progress
+
+    target = steps[-1] + 5
+    done = subprocess.run(
+        charrnn("train", corpus, "--resume", "kill", "--out", out, "--max-steps", target),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert load_checkpoint(run_dir / "last.pt")["step"] == target
+    assert not list(run_dir.glob(".*.tmp"))  # what the kills left behind is cleaned up
+    evals = metric_steps(run_dir, "eval")
+    assert evals == sorted(set(evals)) and evals[-1] == target  # no step logged twice

@@ -1,0 +1,142 @@
+"""Stopping well: non-finite steps are skipped and counted, patience ends a run
+that stopped improving, and a model with non-finite weights is never saved."""
+
+import json
+import math
+
+import pytest
+import torch
+
+import charrnn.train
+from charrnn.checkpoint import load_checkpoint
+from charrnn.data import load_corpus
+from charrnn.errors import CharrnnError
+from charrnn.model import CharRNN, ModelConfig
+from charrnn.train import TrainConfig, Trainer, evals_without_improvement
+from tests.conftest import MIXED_TEXT, TINY_MODEL
+
+
+class Poison:
+    """Which training steps (counted from 1 in this process) get a NaN loss."""
+
+    def __init__(self):
+        self.steps: set[int] = set()
+        self.after: int | None = None  # every step after this one
+        self.calls = 0
+
+    def hits(self) -> bool:
+        self.calls += 1
+        return self.calls in self.steps or (self.after is not None and self.calls > self.after)
+
+
+@pytest.fixture
+def poison(monkeypatch):
+    """The test hook: wrap the model's forward so chosen training steps return a NaN loss."""
+    plan = Poison()
+    forward = CharRNN.forward
+
+    def poisoned(self, ids, state=None, targets=None):
+        logits, state, loss = forward(self, ids, state, targets)
+        if targets is not None and self.training and plan.hits():
+            loss = loss * float("nan")
+        return logits, state, loss
+
+    monkeypatch.setattr(CharRNN, "forward", poisoned)
+    return plan
+
+
+def test_a_non_finite_step_is_skipped_and_leaves_the_weights_alone(write_corpus, tmp_path, poison):
+    corpus = load_corpus(write_corpus(MIXED_TEXT * 30))
+    config = TrainConfig(batch_size=4, seq_len=16, max_steps=8, eval_every=0)
+    trainer = Trainer(corpus, ModelConfig(len(corpus.vocab), hidden=32), config, tmp_path / "r")
+    poison.steps.add(3)
+    for _ in range(2):
+        assert trainer._train_step(1e-2) is not None
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    assert trainer._train_step(1e-2) is None  # the third step: NaN loss
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert trainer.state is None and trainer.skipped_steps == 1 and trainer.skip_streak == 1
+    assert trainer._train_step(1e-2) is not None
+    assert trainer.skip_streak == 0 and trainer.step == 4
+
+
+def test_skipped_steps_are_counted_through_the_cli(write_corpus, tmp_path, run_cli, poison):
+    poison.steps.update({5, 6})
+    corpus = write_corpus(MIXED_TEXT * 30)
+    out = tmp_path / "ck"
+    result = run_cli("train", corpus, *TINY_MODEL, "--max-steps", 20, "--out", out, "--run", "n")
+    assert "skipped" in result.stderr
+    last = load_checkpoint(out / "n" / "last.pt")
+    assert last["skipped_steps"] == 2 and last["status"] == "finished"
+    assert all(torch.isfinite(t).all() for t in last["model"].values())
+    records = [json.loads(line) for line in (out / "n" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["skipped"] for r in records if r["event"] == "train"] == [2, 2]
+
+
+def test_too_many_non_finite_steps_in_a_row_stop_with_best_intact(
+    write_corpus, tmp_path, run_cli, poison
+):
+    poison.after = 10
+    corpus = write_corpus(MIXED_TEXT * 30)
+    out = tmp_path / "ck"
+    args = ["--max-steps", 100, "--eval-every", 5, "--max-skips", 3]
+    result = run_cli("train", corpus, *TINY_MODEL, *args, "--out", out, "--run", "n", expect=1)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "3 steps in a row had a non-finite loss" in errors[0]
+    assert "Traceback" not in result.output
+    best = load_checkpoint(out / "n" / "best.pt")
+    last = load_checkpoint(out / "n" / "last.pt")
+    assert best["step"] in (5, 10) and math.isfinite(best["val_loss"])
+    assert last["step"] == 13 and last["status"] == "nonfinite" and last["skipped_steps"] == 3
+    for ckpt in (best, last):
+        assert all(torch.isfinite(t).all() for t in ckpt["model"].values())
+
+
+def test_a_model_with_non_finite_weights_is_never_saved(write_corpus, tmp_path):
+    corpus = load_corpus(write_corpus(MIXED_TEXT * 30))
+    config = TrainConfig(batch_size=4, seq_len=16, max_steps=4, eval_every=0)
+    trainer = Trainer(corpus, ModelConfig(len(corpus.vocab), hidden=32), config, tmp_path / "r")
+    trainer.run()
+    before = (tmp_path / "r" / "last.pt").read_bytes()
+    with torch.no_grad():
+        trainer.model.head.weight[0, 0] = float("inf")
+    with pytest.raises(CharrnnError, match="no longer finite"):
+        trainer._save("last.pt")
+    assert (tmp_path / "r" / "last.pt").read_bytes() == before
+
+
+def test_evals_without_improvement():
+    evals = [{"val_loss": v} for v in (3.0, 2.0, 2.5, 2.0, 2.4)]
+    assert evals_without_improvement(evals) == 3  # a tie is not an improvement
+    assert evals_without_improvement(evals[:2]) == 0
+    assert evals_without_improvement([]) == 0
+
+
+def test_patience_stops_a_run_that_stopped_improving(write_corpus, tmp_path, run_cli, monkeypatch):
+    scripted = iter([3.0, 2.0, 2.5, 2.4, 2.1, 1.9, 2.2, 2.3, 2.4, 2.5, 1.0, 1.0, 1.0])
+    monkeypatch.setattr(charrnn.train, "evaluate", lambda model, ids, device: next(scripted))
+    corpus = write_corpus(MIXED_TEXT * 30)
+    out = tmp_path / "ck"
+    args = [*TINY_MODEL, "--max-steps", 100, "--eval-every", 5, "--out", out]
+    result = run_cli("train", corpus, *args, "--run", "p", "--patience", 3)
+    assert "stopped early" in result.stderr
+    last = load_checkpoint(out / "p" / "last.pt")
+    best = load_checkpoint(out / "p" / "best.pt")
+    assert last["step"] == 25 and last["status"] == "patience"  # evals at 5..25
+    assert best["step"] == 10 and best["val_loss"] == 2.0
+
+    refused = run_cli("train", corpus, "--resume", "p", "--out", out, expect=1)
+    assert "give a larger --patience" in refused.stderr
+    resumed = run_cli("train", corpus, "--resume", "p", "--out", out, "--patience", 4)
+    assert "stopped early" in resumed.stderr
+    # 1.9 at step 30 is a new best; four evaluations without one follow
+    assert load_checkpoint(out / "p" / "last.pt")["step"] == 50
+    best = load_checkpoint(out / "p" / "best.pt")
+    assert best["step"] == 30 and best["val_loss"] == 1.9
+
+
+def test_patience_needs_evaluations(write_corpus, run_cli):
+    corpus = write_corpus(MIXED_TEXT * 30)
+    result = run_cli("train", corpus, *TINY_MODEL, "--patience", 2, "--eval-every", 0, expect=1)
+    assert "--patience needs evaluations" in result.stderr
