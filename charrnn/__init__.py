@@ -7,6 +7,8 @@ stays fast and does not import torch until a model is needed.
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "load": "charrnn.api",
+    "Model": "charrnn.api",
     "CharVocab": "charrnn.tokenizers",
     "load_corpus": "charrnn.data",
     "StreamBatches": "charrnn.data",
@@ -18,6 +20,9 @@ _EXPORTS = {
     "load_checkpoint": "charrnn.checkpoint",
     "restore_model": "charrnn.checkpoint",
     "generate": "charrnn.sample",
+    "sample_batch": "charrnn.sample",
+    "beam_search": "charrnn.sample",
+    "SampleConfig": "charrnn.sample",
     "CharrnnError": "charrnn.errors",
 }
 

@@ -30,24 +30,24 @@ def default_cache_dir() -> Path:
 # ---------------------------------------------------------------- reading
 
 
-def read_bytes(path: Path) -> bytes:
-    """The file's bytes, or a CorpusError that names the file and the reason."""
+def read_bytes(path: Path, what: str = "corpus") -> bytes:
+    """The file's bytes, or a CorpusError that names the file (as `what`) and the reason."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise CorpusError(f"corpus {path}: no such file") from None
+        raise CorpusError(f"{what} {path}: no such file") from None
     except IsADirectoryError:
-        raise CorpusError(f"corpus {path}: is a directory, not a text file") from None
+        raise CorpusError(f"{what} {path}: is a directory, not a text file") from None
     except PermissionError:
-        raise CorpusError(f"corpus {path}: permission denied") from None
+        raise CorpusError(f"{what} {path}: permission denied") from None
     except OSError as e:
-        raise CorpusError(f"corpus {path}: cannot read ({e.strerror or e})") from None
+        raise CorpusError(f"{what} {path}: cannot read ({e.strerror or e})") from None
     if not data:
-        raise CorpusError(f"corpus {path}: the file is empty")
+        raise CorpusError(f"{what} {path}: the file is empty")
     return data
 
 
-def decode_utf8(data: bytes, path: Path) -> str:
+def decode_utf8(data: bytes, path: Path, what: str = "corpus") -> str:
     """Strict UTF-8 decoding; the error gives the byte offset of the first bad byte."""
     skip = len(UTF8_BOM) if data.startswith(UTF8_BOM) else 0
     try:
@@ -56,11 +56,17 @@ def decode_utf8(data: bytes, path: Path) -> str:
         offset = e.start + skip
         bad = data[offset : offset + 4].hex(" ")
         raise CorpusError(
-            f"corpus {path}: not valid UTF-8 at byte offset {offset} (bytes {bad})"
+            f"{what} {path}: not valid UTF-8 at byte offset {offset} (bytes {bad})"
         ) from None
     if not text:
-        raise CorpusError(f"corpus {path}: the file is empty")
+        raise CorpusError(f"{what} {path}: the file is empty")
     return text
+
+
+def read_text(path: str | os.PathLike, what: str = "file") -> str:
+    """A whole UTF-8 text file, with the same clear errors as a corpus."""
+    path = Path(path)
+    return decode_utf8(read_bytes(path, what), path, what)
 
 
 # ---------------------------------------------------------------- encoding + cache

@@ -20,10 +20,10 @@ class CheckpointError(CharrnnError):
 class UnknownCharactersError(CharrnnError):
     """Text holds characters outside the model's vocabulary."""
 
-    def __init__(self, unknown: list[str]):
+    def __init__(self, unknown: list[str], what: str = "the seed"):
         self.unknown = unknown
         shown = ", ".join(repr(c) for c in unknown[:20])
         more = f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""
         super().__init__(
-            f"the seed has {len(unknown)} character(s) the model never saw: {shown}{more}"
+            f"{what} has {len(unknown)} character(s) the model never saw: {shown}{more}"
         )

@@ -1,28 +1,84 @@
 """Generation: prime on the seed in one forward call, then one step per character.
 
 The recurrent state carries the whole context, so each new character costs one
-single-step forward; the seed is never re-read.
+single-step forward; the seed is never re-read. `Streams` runs B samples side
+by side as one batch; the seed is primed once and its state copied to every
+stream. Each step: temperature -> top-k -> top-p (nucleus) -> draw.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from charrnn.errors import CharrnnError
-from charrnn.model import CharRNN
+from charrnn.errors import CharrnnError, UnknownCharactersError
+from charrnn.model import CharRNN, State
 from charrnn.tokenizers import CharVocab
 
 
-def pick_next(logits: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
-    """logits (B, V) -> next ids (B, 1). Temperature 0 is greedy (argmax)."""
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)
-    # softmax subtracts the max, so even a tiny temperature cannot overflow to NaN
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator)
+@dataclass(frozen=True)
+class SampleConfig:
+    temperature: float = 0.8  # 0: greedy
+    top_k: int | None = None  # keep the k most likely characters
+    top_p: float | None = None  # keep the smallest set whose probability reaches p
+
+    def __post_init__(self):
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
+            raise CharrnnError(f"temperature must be a finite number >= 0, not {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise CharrnnError(f"top-k must be at least 1, not {self.top_k}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise CharrnnError(f"top-p must be in (0, 1], not {self.top_p}")
+
+
+@dataclass
+class Sample:
+    seed: str
+    text: str  # the continuation, without the seed (and without a stop text)
+    logprob: float  # summed log-probability of `text` under the model (nats)
+
+    @property
+    def characters(self) -> int:
+        return len(self.text)
+
+    @property
+    def mean_logprob(self) -> float | None:
+        return self.logprob / len(self.text) if self.text else None
+
+
+def filter_logits(
+    logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None
+) -> torch.Tensor:
+    """logits (B, V) with every character outside the top-k and the top-p nucleus
+    set to -inf. The most likely character always survives."""
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)  # (B, V)
+        probs = sorted_logits.softmax(dim=-1)
+        mass_before = probs.cumsum(dim=-1) - probs  # of the characters ranked above
+        drop_sorted = mass_before >= top_p  # the set already reached p without it
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, -math.inf)
+    return logits
+
+
+def pick_next(
+    logits: torch.Tensor, config: SampleConfig, generator: torch.Generator
+) -> torch.Tensor:
+    """logits (B, V) -> next ids (B,)."""
+    if config.temperature == 0:
+        return logits.argmax(dim=-1)
+    # softmax subtracts the max, so even temperature 1e-4 cannot overflow to NaN
+    scaled = filter_logits(logits.float() / config.temperature, config.top_k, config.top_p)
+    probs = torch.softmax(scaled, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
 def make_generator(device: torch.device, rng_seed: int | None) -> torch.Generator:
@@ -34,31 +90,229 @@ def make_generator(device: torch.device, rng_seed: int | None) -> torch.Generato
     return g
 
 
-@torch.inference_mode()
+def encode_seed(vocab: CharVocab, seed: str, unknown: str = "error") -> tuple[str, list[str]]:
+    """The seed the model can read, and the characters dropped from it.
+
+    unknown="error" raises UnknownCharactersError listing characters the model
+    never saw; "drop" removes them.
+    """
+    missing = vocab.unknown(seed)
+    if not missing:
+        return seed, []
+    if unknown != "drop":
+        raise UnknownCharactersError(missing)
+    gone = set(missing)
+    return "".join(c for c in seed if c not in gone), missing
+
+
+def _select(state: State, index: torch.Tensor) -> State:
+    """Pick (or repeat) batch rows of a state; each tensor is (layers, B, H)."""
+    if isinstance(state, tuple):
+        return tuple(s.index_select(1, index) for s in state)
+    return state.index_select(1, index)
+
+
+class Streams:
+    """B generation streams that share a model: feed text, then step.
+
+    The character drawn at one step is fed to the model at the start of the
+    next, so a caller that stops after n characters pays for n forwards.
+    """
+
+    def __init__(self, model: CharRNN, vocab: CharVocab, rng_seed: int | None = None):
+        self.model = model.eval()
+        self.vocab = vocab
+        self.device = next(model.parameters()).device
+        self.generator = make_generator(self.device, rng_seed)
+        self.state: State | None = None
+        self.logits: torch.Tensor | None = None  # (B, V) for the next character
+        self.pending: torch.Tensor | None = None  # (B, 1) drawn but not yet fed
+
+    @property
+    def batch(self) -> int:
+        return 1 if self.logits is None else self.logits.size(0)
+
+    @torch.inference_mode()
+    def feed(self, text: str) -> None:
+        """Run the model over `text` (the same for every stream) from where it is."""
+        ids = torch.from_numpy(self.vocab.encode(text).astype(np.int64)).to(self.device)
+        ids = ids[None].expand(self.batch, -1)  # (B, S)
+        if self.pending is not None:
+            ids = torch.cat([self.pending, ids], dim=1)
+            self.pending = None
+        if ids.size(1) == 0:
+            return
+        logits, self.state, _ = self.model(ids, self.state)  # (B, S, V)
+        self.logits = logits[:, -1]
+
+    def expand(self, n: int) -> None:
+        """Copy the one stream primed so far into n identical streams."""
+        if self.batch != 1 or self.logits is None:
+            raise CharrnnError("expand() needs exactly one primed stream")
+        rows = torch.zeros(n, dtype=torch.long, device=self.device)
+        self.logits = self.logits.index_select(0, rows)
+        self.state = _select(self.state, rows)
+        if self.pending is not None:
+            self.pending = self.pending.index_select(0, rows)
+
+    @torch.inference_mode()
+    def step(self, config: SampleConfig) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw one character per stream: ids (B,) and their log-probabilities (B,)."""
+        if self.logits is None:
+            raise CharrnnError("feed a seed before sampling")
+        if self.pending is not None:
+            logits, self.state, _ = self.model(self.pending, self.state)  # (B, 1, V)
+            self.logits = logits[:, -1]
+        ids = pick_next(self.logits, config, self.generator)  # (B,)
+        logprobs = F.log_softmax(self.logits.float(), dim=-1).gather(1, ids[:, None])[:, 0]
+        self.pending = ids[:, None]
+        return ids, logprobs
+
+
+class StopMatcher:
+    """Holds back text that might be the start of a stop string.
+
+    `push(ch)` returns the text that is now safe to show; once a stop string
+    appears, `done` is set and the stop string itself is never shown.
+    """
+
+    def __init__(self, stops: Iterable[str] = ()):
+        self.stops = [s for s in stops if s]
+        self.held = ""
+        self.done = False
+
+    def push(self, ch: str) -> str:
+        if self.done:
+            return ""
+        self.held += ch
+        if not self.stops:
+            out, self.held = self.held, ""
+            return out
+        hits = [i for i in (self.held.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            self.done = True
+            out, self.held = self.held[: min(hits)], ""
+            return out
+        keep = max(
+            (n for s in self.stops for n in range(1, len(s)) if self.held.endswith(s[:n])),
+            default=0,
+        )
+        cut = len(self.held) - keep
+        out, self.held = self.held[:cut], self.held[cut:]
+        return out
+
+    def flush(self) -> str:
+        out, self.held = ("" if self.done else self.held), ""
+        return out
+
+
 def generate(
     model: CharRNN,
     vocab: CharVocab,
     seed: str,
     length: int,
-    temperature: float = 1.0,
+    config: SampleConfig | None = None,
     rng_seed: int | None = None,
+    stop: Iterable[str] = (),
 ) -> Iterator[str]:
-    """Yield `length` characters that continue `seed`, one at a time as they are made.
+    """Yield up to `length` characters that continue `seed`, as they are made.
 
-    Raises UnknownCharactersError (listing them) if the seed holds characters
-    the model never saw.
+    Ends early at a stop string (which is not yielded). Raises
+    UnknownCharactersError if the seed holds characters the model never saw.
     """
+    config = config or SampleConfig()
     if not seed:
         raise CharrnnError("the seed is empty; give at least one character")
-    if temperature < 0:
-        raise CharrnnError(f"temperature must be >= 0, not {temperature}")
-    model.eval()
+    encode_seed(vocab, seed)
+    streams = Streams(model, vocab, rng_seed)
+    streams.feed(seed)
+    yield from continue_stream(streams, length, config, stop)
+
+
+def continue_stream(
+    streams: Streams, length: int, config: SampleConfig, stop: Iterable[str] = ()
+) -> Iterator[str]:
+    """Yield up to `length` more characters of a single primed stream."""
+    matcher = StopMatcher(stop)
+    for _ in range(length):
+        ids, _ = streams.step(config)
+        shown = matcher.push(streams.vocab.chars[int(ids[0])])
+        if shown:
+            yield shown
+        if matcher.done:
+            return
+    if tail := matcher.flush():
+        yield tail
+
+
+def sample_batch(
+    model: CharRNN,
+    vocab: CharVocab,
+    seed: str,
+    length: int,
+    num_samples: int,
+    config: SampleConfig | None = None,
+    rng_seed: int | None = None,
+    stop: Iterable[str] = (),
+) -> list[Sample]:
+    """`num_samples` continuations of `seed`, generated together as one batch."""
+    config = config or SampleConfig()
+    if not seed:
+        raise CharrnnError("the seed is empty; give at least one character")
+    encode_seed(vocab, seed)
+    streams = Streams(model, vocab, rng_seed)
+    streams.feed(seed)
+    streams.expand(num_samples)
+    matchers = [StopMatcher(stop) for _ in range(num_samples)]
+    texts = [[] for _ in range(num_samples)]
+    logprob = [0.0] * num_samples
+    for _ in range(length):
+        ids, lps = streams.step(config)
+        for i, (char_id, lp) in enumerate(zip(ids.tolist(), lps.tolist(), strict=True)):
+            if not matchers[i].done:
+                texts[i].append(matchers[i].push(vocab.chars[char_id]))
+                logprob[i] += lp
+        if all(m.done for m in matchers):
+            break
+    samples = []
+    for i, m in enumerate(matchers):
+        text = "".join(texts[i]) + m.flush()
+        samples.append(Sample(seed, text, logprob[i]))
+    return samples
+
+
+@torch.inference_mode()
+def beam_search(model: CharRNN, vocab: CharVocab, seed: str, length: int, beam: int) -> Sample:
+    """The most probable continuation of exactly `length` characters that a beam
+    of `beam` candidates finds (beam 1 is greedy)."""
+    if not seed:
+        raise CharrnnError("the seed is empty; give at least one character")
+    encode_seed(vocab, seed)
+    streams = Streams(model, vocab)
+    streams.feed(seed)
+    device, vocab_size = streams.device, len(vocab)
+    logits, state = streams.logits, streams.state  # (1, V)
+    scores = torch.zeros(1, dtype=torch.float64, device=device)  # (K,)
+    tokens = torch.zeros(1, 0, dtype=torch.long, device=device)  # (K, t)
+    for t in range(length):
+        total = scores[:, None] + F.log_softmax(logits.double(), dim=-1)  # (K, V)
+        best = total.flatten().topk(min(beam, total.numel()))
+        rows, ids = best.indices // vocab_size, best.indices % vocab_size
+        scores, state = best.values, _select(state, rows)
+        tokens = torch.cat([tokens.index_select(0, rows), ids[:, None]], dim=1)
+        if t + 1 < length:
+            out, state, _ = model(ids[:, None], state)  # (K, 1, V)
+            logits = out[:, -1]
+    text = "".join(vocab.chars[i] for i in tokens[0].tolist())
+    return Sample(seed, text, float(scores[0]))
+
+
+@torch.inference_mode()
+def sequence_logprob(model: CharRNN, vocab: CharVocab, seed: str, text: str) -> float:
+    """Summed log-probability (nats) of `text` following `seed` under the model."""
     device = next(model.parameters()).device
-    generator = make_generator(device, rng_seed)
-    ids = torch.from_numpy(vocab.encode(seed).astype(np.int64)).to(device)[None]  # (1, S)
-    logits, state, _ = model(ids)  # the whole seed in one call
-    for i in range(length):
-        next_id = pick_next(logits[:, -1], temperature, generator)  # (1, 1)
-        yield vocab.chars[int(next_id)]
-        if i + 1 < length:
-            logits, state, _ = model(next_id, state)  # (1, 1, V)
+    ids = torch.from_numpy(vocab.encode(seed + text).astype(np.int64)).to(device)[None]
+    logits, _, _ = model(ids[:, :-1])  # (1, S+T-1, V)
+    logp = F.log_softmax(logits.double(), dim=-1)[0, len(seed) - 1 :]  # (T, V)
+    targets = ids[0, len(seed) :]
+    return float(logp.gather(1, targets[:, None]).sum())
