@@ -16,6 +16,7 @@ import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import click
 from rich.console import Console
@@ -24,7 +25,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
 from charrnn import __version__
-from charrnn.errors import CharrnnError, UnknownCharactersError
+from charrnn.errors import CharrnnError
 
 console = Console(stderr=True, highlight=False)
 
@@ -671,11 +672,17 @@ def show_summary(result, trainer) -> None:
     help="Prime text the sample continues (printed first). Default: a newline.",
 )
 @click.option(
+    "--seed-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Read the prime text from a UTF-8 file instead of --seed.",
+)
+@click.option(
     "--length",
     type=click.IntRange(min=1),
     default=500,
     show_default=True,
-    help="Characters to generate after the seed.",
+    help="Characters to generate after the seed (at most, with --stop).",
 )
 @click.option(
     "--temperature",
@@ -685,10 +692,68 @@ def show_summary(result, trainer) -> None:
     help="Softmax temperature; lower is safer, higher is wilder, 0 is greedy.",
 )
 @click.option(
+    "--top-k",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Draw only from the K most likely characters.",
+)
+@click.option(
+    "--top-p",
+    type=FiniteFloat(0, 1, min_open=True),
+    default=None,
+    help="Draw only from the smallest set of characters whose probability reaches P.",
+)
+@click.option(
+    "--num-samples",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Generate N samples together, as one batch of N streams.",
+)
+@click.option(
+    "--beam",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Beam search with K candidates for the most probable continuation "
+    "(--temperature, --top-k and --top-p are ignored).",
+)
+@click.option(
+    "--stop",
+    multiple=True,
+    metavar="TEXT",
+    help="End a sample at the first occurrence of TEXT (not printed). Repeatable.",
+)
+@click.option(
+    "--unknown",
+    type=click.Choice(["error", "drop"]),
+    default="error",
+    show_default=True,
+    help="Seed characters the model never saw: stop with an error, or drop them with a warning.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "jsonl"]),
+    default="text",
+    show_default=True,
+    help="text streams the samples; jsonl prints one JSON object per sample.",
+)
+@click.option(
+    "--interactive",
+    is_flag=True,
+    help="A prompt loop: each line typed is a seed. Ctrl-D or an empty line ends it.",
+)
+@click.option(
+    "--continue",
+    "keep_context",
+    is_flag=True,
+    help="With --interactive: keep the model's state and text from turn to turn.",
+)
+@click.option(
     "--rng-seed", type=int, default=None, help="Random seed, for a sample you can reproduce."
 )
 @device_option
-def sample(checkpoint, out, seed, length, temperature, rng_seed, device):
+def sample(checkpoint, out, seed, seed_file, rng_seed, device, **options):
     """Generate text from a trained model, streaming each character as it is made.
 
     The text goes to stdout; everything else goes to stderr, so the output can
@@ -697,32 +762,151 @@ def sample(checkpoint, out, seed, length, temperature, rng_seed, device):
     \b
     Examples:
       charrnn sample --seed "ROMEO:" --length 500
-      charrnn sample --checkpoint checkpoints/mine/best.pt --temperature 0.5
-      charrnn sample --seed "KING" --rng-seed 7 > sample.txt
+      charrnn sample --checkpoint checkpoints/mine/best.pt --temperature 0.5 --top-p 0.9
+      charrnn sample --seed "KING" --num-samples 8 --stop $'\\n\\n' --format jsonl
+      charrnn sample --seed "JULIET:" --beam 8 --length 80
+      charrnn sample --interactive --continue
     """
     with user_errors():
         from charrnn.checkpoint import load_checkpoint, newest_checkpoint, restore_model
+        from charrnn.data import read_text
         from charrnn.model import resolve_device
-        from charrnn.sample import generate
+        from charrnn.sample import SampleConfig
 
+        o = SimpleNamespace(**options)
+        if seed is not None and seed_file is not None:
+            raise CharrnnError("give --seed or --seed-file, not both")
+        if o.keep_context and not o.interactive:
+            raise CharrnnError("--continue goes with --interactive")
+        if o.beam is not None and (o.num_samples > 1 or o.interactive):
+            raise CharrnnError("--beam gives one sample: drop --num-samples and --interactive")
+        if seed_file is not None:
+            seed = read_text(seed_file, "seed file")
         path = checkpoint if checkpoint is not None else newest_checkpoint(out)
         ckpt = load_checkpoint(path)
         model, vocab = restore_model(ckpt, resolve_device(device))
+        config = SampleConfig(o.temperature, o.top_k, o.top_p)
+        if o.interactive:
+            describe_checkpoint(ckpt)
+            interactive_session(model, vocab, o, config, rng_seed)
+            return
+        show_seed = seed is not None
         if seed is None:
             seed = "\n"
             if seed not in vocab:
                 raise CharrnnError("the model has no newline character; give a --seed")
-        if unknown := vocab.unknown(seed):
-            raise UnknownCharactersError(unknown)
-        val = ckpt.get("val_loss")
-        val_text = f", val {val:.3f} nats/char" if val is not None else ""
-        info(f"[dim]{escape(ckpt['path'])} (step {ckpt.get('step', 0):,}{val_text})[/]")
+        seed = readable_seed(vocab, seed, o.unknown)
+        if not seed:
+            raise CharrnnError("nothing is left of the seed once unknown characters are dropped")
+        shown_seed = seed if show_seed else ""
+        describe_checkpoint(ckpt)
+        if o.beam is not None:
+            write_samples([beam_sample(model, vocab, seed, o)], shown_seed, o.output_format)
+        elif o.num_samples == 1 and o.output_format == "text":
+            stream_sample(model, vocab, seed, shown_seed, o, config, rng_seed)
+        else:
+            from charrnn.sample import sample_batch
 
-        write_stdout(seed if seed != "\n" else "")
-        last = seed
-        for ch in generate(model, vocab, seed, length, temperature, rng_seed):
-            write_stdout(ch)
-            last = ch
+            samples = sample_batch(
+                model, vocab, seed, o.length, o.num_samples, config, rng_seed, o.stop
+            )
+            write_samples(samples, shown_seed, o.output_format)
+
+
+def describe_checkpoint(ckpt) -> None:
+    val = ckpt.get("val_loss")
+    val_text = f", val {val:.3f} nats/char" if val is not None else ""
+    info(f"[dim]{escape(ckpt['path'])} (step {ckpt.get('step', 0):,}{val_text})[/]")
+
+
+def readable_seed(vocab, seed: str, policy: str) -> str:
+    """The seed without characters the model never saw (--unknown drop, with a
+    warning that names them), or an error that lists them (--unknown error)."""
+    from charrnn.sample import encode_seed
+
+    kept, dropped = encode_seed(vocab, seed, policy)
+    if dropped:
+        names = escape(", ".join(repr(c) for c in dropped))
+        info(f"[yellow]warning:[/] dropped seed characters the model never saw: {names}")
+    return kept
+
+
+def stream_sample(model, vocab, seed, shown_seed, o, config, rng_seed) -> None:
+    from charrnn.sample import generate
+
+    write_stdout(shown_seed)
+    last = shown_seed[-1:] or "\n"
+    for piece in generate(model, vocab, seed, o.length, config, rng_seed, o.stop):
+        write_stdout(piece)
+        last = piece[-1]
+    if last != "\n":
+        write_stdout("\n")
+
+
+def beam_sample(model, vocab, seed, o):
+    from charrnn.sample import Sample, StopMatcher, beam_search
+
+    found = beam_search(model, vocab, seed, o.length, o.beam)
+    matcher = StopMatcher(o.stop)
+    text = "".join(matcher.push(c) for c in found.text) + matcher.flush()
+    return found if text == found.text else Sample(found.seed, text, math.nan)
+
+
+SAMPLE_RULE = "\n" + "─" * 40 + "\n"
+
+
+def write_samples(samples, shown_seed: str, output_format: str) -> None:
+    """Whole samples: plain text between rules, or one JSON object per line."""
+    if output_format == "jsonl":
+        import json
+
+        for s in samples:
+            mean = s.mean_logprob
+            record = {
+                "seed": s.seed,
+                "text": s.text,
+                "characters": s.characters,
+                "mean_logprob": None if mean is None or math.isnan(mean) else round(mean, 6),
+            }
+            write_stdout(json.dumps(record, ensure_ascii=False) + "\n")
+        return
+    for i, s in enumerate(samples):
+        if i:
+            write_stdout(SAMPLE_RULE)
+        text = shown_seed + s.text
+        write_stdout(text if text.endswith("\n") else text + "\n")
+
+
+def interactive_session(model, vocab, o, config, rng_seed) -> None:
+    """Each line typed is a seed; the continuation streams back. With --continue the
+    model keeps its state (and so the whole conversation) across turns."""
+    from charrnn.sample import Streams, continue_stream
+
+    streams = None
+    hint = "keeps the context" if o.keep_context else "starts afresh each line"
+    info(f"[dim]type a seed and press Enter; Ctrl-D or an empty line ends ({hint})[/]")
+    while True:
+        try:
+            line = console.input("[bold]> [/]")
+        except EOFError:
+            break
+        if not line:
+            break
+        try:
+            line = readable_seed(vocab, line, o.unknown)
+        except CharrnnError as e:  # a bad line is reported; the session goes on
+            console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
+            continue
+        if not line:
+            continue
+        if streams is None or not o.keep_context:
+            streams = Streams(model, vocab, rng_seed)
+        streams.feed(line)
+        write_stdout(line)
+        last = line[-1]
+        for piece in continue_stream(streams, o.length, config, o.stop):
+            write_stdout(piece)
+            last = piece[-1]
         if last != "\n":
             write_stdout("\n")
 
@@ -742,6 +926,69 @@ def write_stdout(text: str) -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         sys.exit(0)
+
+
+# ------------------------------------------------------------------ eval
+
+
+@cli.command("eval")
+@click.argument("textfile", type=click.Path(path_type=Path))
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="A .pt file or a run folder. Default: best.pt of the newest run under --out.",
+)
+@out_option("Where to look for runs when --checkpoint is not given.")
+@device_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON to stdout instead of a table.")
+def eval_command(textfile, checkpoint, out, device, as_json):
+    """Measure how well a model predicts TEXTFILE: nats/char, bits/char, perplexity.
+
+    The state is carried through the text, as in training's validation.
+    Characters the model never saw are left out of the text and counted.
+
+    \b
+    Examples:
+      charrnn eval held-out.txt
+      charrnn eval --checkpoint checkpoints/mine/best.pt notes.txt --json
+    """
+    with user_errors():
+        from charrnn.checkpoint import load_checkpoint, newest_checkpoint, restore_model
+        from charrnn.data import read_text
+        from charrnn.model import resolve_device
+        from charrnn.train import score_text
+
+        text = read_text(textfile, "text file")
+        path = checkpoint if checkpoint is not None else newest_checkpoint(out)
+        ckpt = load_checkpoint(path)
+        model, vocab = restore_model(ckpt, resolve_device(device))
+        result = score_text(model, vocab, text)
+        if as_json:
+            print_json({"checkpoint": ckpt["path"], "file": str(textfile), **vars(result)})
+            return
+        table = Table(title=escape(str(textfile)), show_header=False, box=None, pad_edge=False)
+        table.add_column(style="bold")
+        table.add_column()
+        table.add_row("checkpoint", escape(ckpt["path"]))
+        table.add_row("characters", f"{result.characters:,} scored")
+        table.add_row("loss", f"{result.loss:.4f} nats/char")
+        table.add_row("bits/char", f"{result.bits_per_char:.4f}")
+        table.add_row("perplexity", f"{result.perplexity:.3f}")
+        table.add_row("unknown", escape(describe_unknown(result)))
+        console.print(table)
+
+
+def describe_unknown(result) -> str:
+    if not result.unknown:
+        return "none: every character is in the vocabulary"
+    share = result.unknown / (result.characters + result.unknown)
+    names = ", ".join(repr(c) for c in result.unknown_chars[:10])
+    more = ", ..." if len(result.unknown_chars) > 10 else ""
+    return (
+        f"{result.unknown:,} characters ({share:.2%}) the model never saw were left out "
+        f"before scoring: {names}{more}"
+    )
 
 
 # ------------------------------------------------------------------ runs, info, plot

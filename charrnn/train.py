@@ -160,6 +160,46 @@ def evaluate(model: CharRNN, ids: np.ndarray, device: torch.device) -> float:
     return total.item() / count
 
 
+@dataclass
+class TextScore:
+    characters: int  # scored (the first character is context only)
+    loss: float  # nats/char
+    unknown: int  # characters outside the vocabulary, left out before scoring
+    unknown_chars: list[str]
+
+    @property
+    def bits_per_char(self) -> float:
+        return self.loss / LN2
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.loss)
+
+
+def score_text(model: CharRNN, vocab, text: str) -> TextScore:
+    """Cross-entropy of a whole text, computed as validation is (see `evaluate`).
+
+    Characters the vocabulary lacks are left out and counted, rather than
+    failing the whole text over one stray symbol.
+    """
+    unknown_chars = vocab.unknown(text)
+    if unknown_chars:
+        gone = set(unknown_chars)
+        kept = "".join(c for c in text if c not in gone)
+    else:
+        kept = text
+    if len(kept) < 2:
+        raise CharrnnError("the text needs at least two characters the model knows")
+    ids = vocab.encode(kept).astype(np.int64)
+    device = next(model.parameters()).device
+    return TextScore(
+        characters=len(ids) - 1,
+        loss=evaluate(model, ids, device),
+        unknown=len(text) - len(kept),
+        unknown_chars=unknown_chars,
+    )
+
+
 def check_same_corpus(ckpt: dict, corpus: EncodedCorpus) -> None:
     """A run resumes only on the text it started with (compared by SHA-256)."""
     if ckpt.get("corpus_sha256") != corpus.sha256:
