@@ -3,7 +3,7 @@ import torch
 
 from charrnn.errors import CharrnnError, UnknownCharactersError
 from charrnn.model import CharRNN, ModelConfig
-from charrnn.sample import generate
+from charrnn.sample import SampleConfig, generate
 from charrnn.tokenizers import CharVocab
 from tests.conftest import MIXED_TEXT
 
@@ -18,9 +18,10 @@ def model_and_vocab():
     return model.eval(), vocab
 
 
-def sample(model_and_vocab, seed="ROMEO:", length=200, **kw):
+def sample(model_and_vocab, seed="ROMEO:", length=200, rng_seed=None, **settings):
     model, vocab = model_and_vocab
-    return "".join(generate(model, vocab, seed, length, **kw))
+    config = SampleConfig(**settings)
+    return "".join(generate(model, vocab, seed, length, config, rng_seed))
 
 
 def test_length_is_exact_in_characters(model_and_vocab):
