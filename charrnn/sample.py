@@ -206,6 +206,18 @@ class StopMatcher:
         return out
 
 
+def primed_streams(
+    model: CharRNN, vocab: CharVocab, seed: str, rng_seed: int | None = None
+) -> Streams:
+    """One stream that has read `seed` (which must be non-empty and known to the model)."""
+    if not seed:
+        raise CharrnnError("the seed is empty; give at least one character")
+    encode_seed(vocab, seed)
+    streams = Streams(model, vocab, rng_seed)
+    streams.feed(seed)
+    return streams
+
+
 def generate(
     model: CharRNN,
     vocab: CharVocab,
@@ -221,11 +233,7 @@ def generate(
     UnknownCharactersError if the seed holds characters the model never saw.
     """
     config = config or SampleConfig()
-    if not seed:
-        raise CharrnnError("the seed is empty; give at least one character")
-    encode_seed(vocab, seed)
-    streams = Streams(model, vocab, rng_seed)
-    streams.feed(seed)
+    streams = primed_streams(model, vocab, seed, rng_seed)
     yield from continue_stream(streams, length, config, stop)
 
 
@@ -257,11 +265,7 @@ def sample_batch(
 ) -> list[Sample]:
     """`num_samples` continuations of `seed`, generated together as one batch."""
     config = config or SampleConfig()
-    if not seed:
-        raise CharrnnError("the seed is empty; give at least one character")
-    encode_seed(vocab, seed)
-    streams = Streams(model, vocab, rng_seed)
-    streams.feed(seed)
+    streams = primed_streams(model, vocab, seed, rng_seed)
     streams.expand(num_samples)
     matchers = [StopMatcher(stop) for _ in range(num_samples)]
     texts = [[] for _ in range(num_samples)]
@@ -285,11 +289,7 @@ def sample_batch(
 def beam_search(model: CharRNN, vocab: CharVocab, seed: str, length: int, beam: int) -> Sample:
     """The most probable continuation of exactly `length` characters that a beam
     of `beam` candidates finds (beam 1 is greedy)."""
-    if not seed:
-        raise CharrnnError("the seed is empty; give at least one character")
-    encode_seed(vocab, seed)
-    streams = Streams(model, vocab)
-    streams.feed(seed)
+    streams = primed_streams(model, vocab, seed)
     device, vocab_size = streams.device, len(vocab)
     logits, state = streams.logits, streams.state  # (1, V)
     scores = torch.zeros(1, dtype=torch.float64, device=device)  # (K,)
