@@ -17,10 +17,10 @@ import torch
 from charrnn.errors import CheckpointError
 from charrnn.files import atomic_write
 from charrnn.model import CharRNN, ModelConfig
-from charrnn.tokenizers import CharVocab
+from charrnn.tokenizers import Tokenizer, tokenizer_from_dict
 
 FORMAT = "charrnn"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: byte and SentencePiece tokenizers, text preparation
 BEST, LAST = "best.pt", "last.pt"
 
 
@@ -75,10 +75,14 @@ def _first_sentence(e: Exception) -> str:
     return text.splitlines()[0].split(". ")[0][:120]
 
 
-def restore_model(ckpt: dict, device: str | torch.device = "cpu") -> tuple[CharRNN, CharVocab]:
-    """The model (in eval mode) and vocabulary stored in a loaded checkpoint."""
+def restore_model(ckpt: dict, device: str | torch.device = "cpu") -> tuple[CharRNN, Tokenizer]:
+    """The model (in eval mode) and tokenizer stored in a loaded checkpoint."""
     try:
-        vocab = CharVocab.from_dict(ckpt["vocab"])
+        vocab = tokenizer_from_dict(ckpt["vocab"])
+        if len(vocab) != ckpt["model_config"]["vocab_size"]:
+            raise ValueError(
+                f"{len(vocab)} symbols for a model of {ckpt['model_config']['vocab_size']}"
+            )
         model = CharRNN(ModelConfig(**ckpt["model_config"]))
         model.load_state_dict(ckpt["model"])
     except Exception as e:

@@ -14,6 +14,7 @@ import re
 import shlex
 import signal
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -143,11 +144,78 @@ def main():
 # ------------------------------------------------------------------ train
 
 MODEL_OPTIONS = ("cell", "layers", "hidden", "embed", "dropout")
+TEXT_OPTIONS = ("encoding", "errors", "normalize", "keep_line_ends")
+TOKENIZER_OPTIONS = ("tokenizer", "min_count", "sp_type", "vocab_size", "coverage")
+# what a checkpoint from before tokenizers were options was trained with
+OLD_TEXT = {"normalize": "none", "keep_line_ends": True}
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @cli.command()
-@click.argument("corpus", type=click.Path(path_type=Path))
+@click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--tokenizer",
+    type=click.Choice(["char", "byte", "sentencepiece"]),
+    default="char",
+    show_default=True,
+    help="Unicode characters, UTF-8 bytes (256 ids, nothing unknown), or a SentencePiece "
+    "model trained on the training text.",
+)
+@click.option(
+    "--min-count",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="char: characters seen fewer times share one <unk> id.",
+)
+@click.option(
+    "--sp-type",
+    type=click.Choice(["char", "unigram", "bpe"]),
+    default="unigram",
+    show_default=True,
+    help="sentencepiece: the SentencePiece model type.",
+)
+@click.option(
+    "--vocab-size",
+    type=click.IntRange(min=2),
+    default=None,
+    help="sentencepiece: pieces in the model. Default: 1000; with --sp-type char, every "
+    "character --coverage keeps.",
+)
+@click.option(
+    "--coverage",
+    type=FiniteFloat(0, 1, min_open=True),
+    default=0.9995,
+    show_default=True,
+    help="sentencepiece: share of characters the model covers; the rest are spelled as "
+    "UTF-8 bytes. 0.9995 suits Korean, Japanese or Chinese; 1.0 small alphabets.",
+)
+@click.option(
+    "--normalize",
+    type=click.Choice(["nfc", "nfkc", "none"]),
+    default="nfc",
+    show_default=True,
+    help="Unicode normalisation of the corpus (and of seeds when sampling).",
+)
+@click.option(
+    "--keep-line-ends",
+    is_flag=True,
+    default=False,
+    help="Keep CRLF and CR line ends; by default they become LF.",
+)
+@click.option(
+    "--encoding",
+    default="utf-8",
+    show_default=True,
+    help="Text encoding of the corpus files, e.g. latin-1, utf-16, cp1252.",
+)
+@click.option(
+    "--errors",
+    type=click.Choice(["strict", "replace"]),
+    default="strict",
+    show_default=True,
+    help="strict: stop at the first invalid byte; replace: make it U+FFFD.",
+)
 @click.option(
     "--cell",
     type=click.Choice(["lstm", "gru", "rnn"]),
@@ -257,6 +325,13 @@ RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     "so that evaluation takes about 5% of the time.",
 )
 @click.option(
+    "--eval-size",
+    type=click.IntRange(min=0),
+    default=1_000_000,
+    show_default=True,
+    help="Score at most this many ids of the validation split per evaluation; 0: all.",
+)
+@click.option(
     "--patience",
     type=click.IntRange(min=1),
     default=None,
@@ -312,9 +387,14 @@ RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 )
 @click.pass_context
 def train(ctx, corpus, run_name, out, resume, **options):
-    """Train a character-level language model on CORPUS, a UTF-8 text file.
+    """Train a character-level language model on CORPUS.
 
-    The last --val-frac of the file is the validation set. Checkpoints go to
+    CORPUS is one or more text files or folders (every *.txt below, sorted),
+    read as UTF-8 unless --encoding says otherwise; .gz, .bz2 and .xz files
+    are decompressed. Files are joined by a blank line. The encoded corpus is
+    cached by content, so the next run starts at once.
+
+    The last --val-frac of the text is the validation set. Checkpoints go to
     OUT/RUN/: best.pt (lowest validation loss) and last.pt (newest), beside
     config.json, metrics.jsonl and loss.png. Ctrl-C saves last.pt and prints
     the command that resumes.
@@ -326,6 +406,8 @@ def train(ctx, corpus, run_name, out, resume, **options):
       charrnn train input.txt --run mine --dropout 0.2 --time 1h --patience 5
       charrnn train input.txt --resume mine --time 2h
       charrnn train --config checkpoints/mine/config.json --run again
+      charrnn train texts/ --tokenizer sentencepiece --sp-type char --coverage 0.9995
+      charrnn train big.txt.xz --tokenizer byte --time 1h
     """
     with user_errors():
         from charrnn.data import load_corpus
@@ -338,10 +420,20 @@ def train(ctx, corpus, run_name, out, resume, **options):
             run_dir, ckpt = resume_target(resume, run_name, out)
             out = run_dir.parent
         else:
-            run_dir, ckpt = out / (run_name or default_run_name(corpus, out)), None
+            run_dir, ckpt = out / (run_name or default_run_name(corpus[0], out)), None
             refuse_existing_run(run_dir)
 
-        corpus_data = load_corpus(corpus)
+        text_config, tokenizer_config = data_configs(options, given, ckpt)
+        with EncodeProgress() as progress:
+            corpus_data = load_corpus(
+                list(corpus),
+                text_config,
+                tokenizer_config,
+                existing=None if ckpt is None else restore_tokenizer(ckpt),
+                expected_sha256=None if ckpt is None else ckpt.get("corpus_sha256"),
+                val_frac=options["val_frac"],
+                progress=progress.update,
+            )
         model_config, train_config = resolve_configs(corpus_data, options, given, ckpt)
         # the Trainer checks the corpus size and, on resume, the corpus hash, before printing
         trainer = Trainer(corpus_data, model_config, train_config, run_dir, resume=ckpt)
@@ -365,7 +457,7 @@ def train(ctx, corpus, run_name, out, resume, **options):
                 f"{train_config.patience} evaluations"
             )
         if result.interrupted:
-            resume_args = ["charrnn", "train", str(corpus), "--resume", run_dir.name]
+            resume_args = ["charrnn", "train", *map(str, corpus), "--resume", run_dir.name]
             if out != Path("checkpoints"):
                 resume_args += ["--out", str(out)]
             resume_cmd = shlex.join(resume_args)
@@ -401,6 +493,8 @@ def read_config_option(ctx, path: Path | None) -> None:
             ctx=ctx,
             param_hint="'--config'",
         )
+    if isinstance(values.get("corpus"), str):  # config.json from before CORPUS took many
+        values["corpus"] = [values["corpus"]]
     defaults = {names[k]: v for k, v in values.items() if v is not None}
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
 
@@ -469,6 +563,70 @@ def refuse_existing_run(run_dir: Path) -> None:
         )
 
 
+def restore_tokenizer(ckpt: dict):
+    from charrnn.tokenizers import tokenizer_from_dict
+
+    return tokenizer_from_dict(ckpt["vocab"])
+
+
+def data_configs(options: dict, given: set[str], ckpt: dict | None):
+    """Text and tokenizer configs from the options, or from the checkpoint when resuming
+    (where an option given on the command line must agree with it)."""
+    from charrnn.sources import TextConfig
+    from charrnn.tokenizers import TokenizerConfig
+
+    chosen = {k: options[k] for k in TEXT_OPTIONS + TOKENIZER_OPTIONS}
+    chosen["kind"] = chosen.pop("tokenizer")
+    if ckpt is not None:
+        stored = {**OLD_TEXT, **ckpt.get("text_config", {})}
+        stored.update(ckpt.get("tokenizer_config", {"kind": ckpt["vocab"]["kind"]}))
+        stored["encoding"] = chosen["encoding"]  # how the files are stored may change
+        clashes = []
+        for option in given.intersection(TEXT_OPTIONS + TOKENIZER_OPTIONS):
+            key = "kind" if option == "tokenizer" else option
+            if options[option] != stored.get(key, options[option]):
+                name = option.replace("_", "-")
+                clashes.append(f"--{name} {options[option]} (checkpoint has {stored[key]})")
+        if clashes:
+            raise CharrnnError(f"cannot resume {ckpt['path']} with {', '.join(clashes)}")
+        chosen = {**chosen, **{k: v for k, v in stored.items() if k in chosen}}
+    text = TextConfig(**{k: chosen[k] for k in TEXT_OPTIONS})
+    return text, TokenizerConfig(**{k: v for k, v in chosen.items() if k not in TEXT_OPTIONS})
+
+
+class EncodeProgress:
+    """A transient progress bar for reading and encoding the corpus (shown after 1 s)."""
+
+    def __init__(self):
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[mb]} MB"),
+            console=console,
+            transient=True,
+        )
+        self.tasks: dict[str, int] = {}
+        self.started = None
+
+    def __enter__(self):
+        self.started = time.monotonic()
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress.live.is_started:
+            self.progress.stop()
+
+    def update(self, phase: str, done: int, total: int) -> None:
+        if not self.progress.live.is_started:
+            if time.monotonic() - self.started < 1.0:
+                return  # small corpora: no bar flashing by
+            self.progress.start()
+        if phase not in self.tasks:
+            self.tasks[phase] = self.progress.add_task(phase, total=max(total, 1), mb="")
+        self.progress.update(self.tasks[phase], completed=done, mb=f"{done / 1e6:,.0f}")
+
+
 def resolve_configs(corpus, options: dict, given: set[str], ckpt: dict | None):
     """Model and train configs from the options, or from the checkpoint when resuming.
 
@@ -480,7 +638,8 @@ def resolve_configs(corpus, options: dict, given: set[str], ckpt: dict | None):
     from charrnn.train import TrainConfig
 
     model_opts = {k: options[k] for k in MODEL_OPTIONS}
-    train_opts = {k: v for k, v in options.items() if k not in MODEL_OPTIONS}
+    data = MODEL_OPTIONS + TEXT_OPTIONS + TOKENIZER_OPTIONS
+    train_opts = {k: v for k, v in options.items() if k not in data}
     if ckpt is None:
         return (ModelConfig(vocab_size=len(corpus.vocab), **model_opts), TrainConfig(**train_opts))
 
@@ -508,11 +667,18 @@ def describe_start(corpus, model_config, train_config, run_dir: Path, ckpt) -> N
 
     n_train, n_val = split_sizes(len(corpus), train_config.val_frac)
     source = "cached encoding" if corpus.from_cache else "encoded"
+    ids = "" if corpus.vocab.kind == "char" else f" -> {len(corpus):,} tokens"
     info(
-        f"corpus  {escape(str(corpus.path))}: {len(corpus):,} characters, "
-        f"{len(corpus.vocab)} symbols ({source})"
+        f"corpus  {escape(str(corpus.path))}: {corpus.characters:,} characters{ids}, "
+        f"{escape(corpus.vocab.describe())} ({source})"
     )
-    info(f"split   {n_train:,} train / {n_val:,} validation characters")
+    if corpus.rare is not None:
+        r, n = corpus.rare, corpus.tokenizer_config.min_count
+        info(
+            f"unknown {r.distinct:,} characters seen fewer than {n} times map to <unk>: "
+            f"{r.occurrences:,} occurrences, {r.share:.3%} of the text"
+        )
+    info(f"split   {n_train:,} train / {n_val:,} validation {corpus.unit}")
     m = model_config
     info(f"model   {m.cell.upper()} {m.layers}x{m.hidden}, embed {m.embed}, dropout {m.dropout:g}")
     t = train_config
@@ -613,9 +779,9 @@ class TrainProgress:
         self.val = f"{e.val_loss:.3f}"
         self.progress.update(self.task, val=self.val)
         mark = "  [green]best[/]" if e.is_best else ""
+        loss = format_loss(e.val_loss, loss_unit(self.trainer.corpus.vocab), "  ")
         self.progress.console.print(
-            f"step {e.step:>7,}  val {e.val_loss:.4f} nats/char  {e.val_bpc:.3f} bits/char"
-            f"  ({e.seconds:.1f}s){mark}",
+            f"step {e.step:>7,}  val {loss}  ({e.seconds:.1f}s){mark}",
             soft_wrap=True,
         )
 
@@ -637,11 +803,8 @@ def show_summary(result, trainer) -> None:
     table.add_column(style="bold")
     table.add_column()
     if result.best_val_loss is not None:
-        table.add_row(
-            "best val loss",
-            f"{result.best_val_loss:.4f} nats/char, "
-            f"{result.best_val_loss / math.log(2):.3f} bits/char",
-        )
+        unit = loss_unit(trainer.corpus.vocab)
+        table.add_row("best val loss", format_loss(result.best_val_loss, unit))
     table.add_row("steps", f"{result.steps:,} ({trainer.epoch} full passes)")
     if result.skipped_steps:
         table.add_row("skipped", f"{result.skipped_steps:,} steps with a non-finite loss")
@@ -815,7 +978,8 @@ def sample(checkpoint, out, seed, seed_file, rng_seed, device, **options):
 
 def describe_checkpoint(ckpt) -> None:
     val = ckpt.get("val_loss")
-    val_text = f", val {val:.3f} nats/char" if val is not None else ""
+    unit = loss_unit(SimpleNamespace(kind=ckpt["vocab"].get("kind")))
+    val_text = f", val {val:.3f} nats/{unit}" if val is not None else ""
     info(f"[dim]{escape(ckpt['path'])} (step {ckpt.get('step', 0):,}{val_text})[/]")
 
 
@@ -970,13 +1134,30 @@ def eval_command(textfile, checkpoint, out, device, as_json):
         table = Table(title=escape(str(textfile)), show_header=False, box=None, pad_edge=False)
         table.add_column(style="bold")
         table.add_column()
+        unit = loss_unit(vocab)
         table.add_row("checkpoint", escape(ckpt["path"]))
-        table.add_row("characters", f"{result.characters:,} scored")
-        table.add_row("loss", f"{result.loss:.4f} nats/char")
+        if vocab.kind == "char":
+            table.add_row("characters", f"{result.tokens:,} scored")
+        else:
+            table.add_row("scored", f"{result.tokens:,} tokens, {result.characters:,} characters")
+        table.add_row("loss", f"{result.loss:.4f} nats/{unit}")
         table.add_row("bits/char", f"{result.bits_per_char:.4f}")
         table.add_row("perplexity", f"{result.perplexity:.3f}")
         table.add_row("unknown", escape(describe_unknown(result)))
         console.print(table)
+
+
+def loss_unit(vocab) -> str:
+    """Losses are per id: per character for char models, per byte or piece otherwise."""
+    return {"char": "char", "byte": "byte"}.get(vocab.kind, "token")
+
+
+def format_loss(loss: float, unit: str = "char", sep: str = ", ") -> str:
+    """ "1.2345 nats/char, 1.781 bits/char" (bits only where the unit is fixed)."""
+    text = f"{loss:.4f} nats/{unit}"
+    if unit != "token":
+        text += f"{sep}{loss / math.log(2):.3f} bits/{unit}"
+    return text
 
 
 def describe_unknown(result) -> str:
@@ -1096,20 +1277,22 @@ def info_command(checkpoint, out, as_json):
     with user_errors():
         from charrnn.checkpoint import load_checkpoint, newest_checkpoint
         from charrnn.runs import summarize_checkpoint
-        from charrnn.tokenizers import CharVocab
 
         path = checkpoint if checkpoint is not None else newest_checkpoint(out)
         ckpt = load_checkpoint(path, mmap=True)
         summary = summarize_checkpoint(ckpt)
-        vocab = CharVocab.from_dict(ckpt["vocab"])
+        vocab = restore_tokenizer(ckpt)
         details = {
             **summary,
             "format_version": ckpt["format_version"],
             "charrnn_version": ckpt.get("charrnn_version"),
             "corpus": ckpt.get("corpus_path"),
             "corpus_sha256": ckpt.get("corpus_sha256"),
+            "tokenizer": vocab.kind,
             "vocab_size": len(vocab),
-            "vocab": vocab.chars,
+            "vocab": vocab.chars if vocab.kind == "char" else None,
+            "text_config": ckpt.get("text_config", OLD_TEXT),
+            "tokenizer_config": ckpt.get("tokenizer_config", {"kind": vocab.kind}),
             "model_config": ckpt["model_config"],
             "train_config": ckpt.get("train_config", {}),
         }
@@ -1120,7 +1303,11 @@ def info_command(checkpoint, out, as_json):
         config = Table(title="options", show_header=False, box=None, pad_edge=False)
         config.add_column(style="bold")
         config.add_column()
-        for key, value in {**details["model_config"], **details["train_config"]}.items():
+        tokenizer = dict(details["tokenizer_config"])
+        tokenizer["tokenizer"] = tokenizer.pop("kind", vocab.kind)
+        options = {**details["text_config"], **tokenizer}
+        options.update(details["model_config"], **details["train_config"])
+        for key, value in options.items():
             config.add_row(key.replace("_", "-"), escape(str(value)))
         console.print(config)
 
@@ -1132,7 +1319,14 @@ def checkpoint_table(d: dict, vocab) -> Table:
     m = d["model_config"]
     table.add_row("model", f"{m['cell'].upper()} {m['layers']}x{m['hidden']}, embed {m['embed']}")
     table.add_row("parameters", f"{d['parameters']:,}")
-    table.add_row("vocabulary", f"{len(vocab)} symbols: {escape(vocab_preview(vocab.chars))}")
+    if vocab.kind == "char":
+        shown = f"{vocab.describe()}: {vocab_preview(vocab.chars)}"
+    else:
+        shown = vocab.describe()
+    text = d["text_config"]
+    line_ends = "kept" if text.get("keep_line_ends") else "LF"
+    table.add_row("vocabulary", escape(shown))
+    table.add_row("text", f"normalize {text.get('normalize')}, line ends {line_ends}")
     table.add_row("corpus", escape(f"{d['corpus']} (sha256 {str(d['corpus_sha256'])[:12]})"))
     table.add_row(
         "trained",
@@ -1141,7 +1335,7 @@ def checkpoint_table(d: dict, vocab) -> Table:
     )
     for label, key in (("val loss", "val_loss"), ("best val loss", "best_val_loss")):
         if d[key] is not None:
-            table.add_row(label, f"{d[key]:.4f} nats/char, {d[key] / math.log(2):.3f} bits/char")
+            table.add_row(label, format_loss(d[key], loss_unit(vocab)))
     if d["skipped_steps"]:
         table.add_row("skipped", f"{d['skipped_steps']:,} non-finite steps")
     if Path(d["path"]).name == "last.pt":  # best.pt was saved mid-run: its status says nothing

@@ -1,4 +1,4 @@
-"""Corpus file -> cached id array -> train/val split -> TBPTT stream batches."""
+"""Corpus files -> cached id array (memmap) -> train/val split -> TBPTT stream batches."""
 
 from __future__ import annotations
 
@@ -7,17 +7,38 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from charrnn.errors import CorpusError
-from charrnn.tokenizers import CharVocab, code_points
+from charrnn.errors import CorpusError, UnknownCharactersError
+from charrnn.files import atomic_write
+from charrnn.sources import (  # noqa: F401 (re-exported)
+    TextConfig,
+    corpus_files,
+    corpus_text,
+    describe_sources,
+    read_text,
+    sources_sha256,
+    total_bytes,
+)
+from charrnn.tokenizers import (
+    MAX_CODE_POINT,
+    ByteVocab,
+    CharVocab,
+    Tokenizer,
+    TokenizerConfig,
+    code_points,
+    tokenizer_from_dict,
+    train_sentencepiece,
+)
 
-CACHE_VERSION = 1
-UTF8_BOM = b"\xef\xbb\xbf"
+CACHE_VERSION = 2
 IGNORE_INDEX = -100  # targets with this id add nothing to the loss (padding)
+RETAIN_BYTES = 256 << 20  # code points kept between the counting and encoding passes
 
 
 def default_cache_dir() -> Path:
@@ -27,122 +48,299 @@ def default_cache_dir() -> Path:
     return Path(base) / "charrnn"
 
 
-# ---------------------------------------------------------------- reading
+# ---------------------------------------------------------------- the encoded corpus
 
 
-def read_bytes(path: Path, what: str = "corpus") -> bytes:
-    """The file's bytes, or a CorpusError that names the file (as `what`) and the reason."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CorpusError(f"{what} {path}: no such file") from None
-    except IsADirectoryError:
-        raise CorpusError(f"{what} {path}: is a directory, not a text file") from None
-    except PermissionError:
-        raise CorpusError(f"{what} {path}: permission denied") from None
-    except OSError as e:
-        raise CorpusError(f"{what} {path}: cannot read ({e.strerror or e})") from None
-    if not data:
-        raise CorpusError(f"{what} {path}: the file is empty")
-    return data
+@dataclass(frozen=True)
+class RareCharacters:
+    """--min-count accounting: the characters that were mapped to <unk>."""
 
+    distinct: int  # how many different characters
+    occurrences: int  # how often they occur in the corpus
+    characters: int  # corpus length in characters
 
-def decode_utf8(data: bytes, path: Path, what: str = "corpus") -> str:
-    """Strict UTF-8 decoding; the error gives the byte offset of the first bad byte."""
-    skip = len(UTF8_BOM) if data.startswith(UTF8_BOM) else 0
-    try:
-        text = data[skip:].decode("utf-8")
-    except UnicodeDecodeError as e:
-        offset = e.start + skip
-        bad = data[offset : offset + 4].hex(" ")
-        raise CorpusError(
-            f"{what} {path}: not valid UTF-8 at byte offset {offset} (bytes {bad})"
-        ) from None
-    if not text:
-        raise CorpusError(f"{what} {path}: the file is empty")
-    return text
-
-
-def read_text(path: str | os.PathLike, what: str = "file") -> str:
-    """A whole UTF-8 text file, with the same clear errors as a corpus."""
-    path = Path(path)
-    return decode_utf8(read_bytes(path, what), path, what)
-
-
-# ---------------------------------------------------------------- encoding + cache
+    @property
+    def share(self) -> float:
+        return self.occurrences / max(self.characters, 1)
 
 
 @dataclass(frozen=True)
 class EncodedCorpus:
-    """A corpus as ids. `ids` may be a read-only memmap of the cache file."""
+    """A corpus as ids: `ids` is a read-only memmap of the cache file."""
 
-    path: Path
-    sha256: str
-    vocab: CharVocab
+    path: str  # the corpus as given, for messages
+    sha256: str  # identity of the source files (see `sources_sha256`)
+    vocab: Tokenizer
     ids: np.ndarray
     from_cache: bool
+    characters: int  # length of the prepared text
+    text_config: TextConfig = TextConfig()
+    tokenizer_config: TokenizerConfig = TokenizerConfig()
+    rare: RareCharacters | None = None  # with --min-count above 1
+    sources: tuple[str, ...] = ()  # the files and folders as given
 
     def __len__(self) -> int:
         return len(self.ids)
 
-
-def encode_text(text: str) -> tuple[CharVocab, np.ndarray]:
-    cps = code_points(text)
-    vocab = CharVocab.from_code_points(cps)
-    return vocab, vocab.encode_code_points(cps)
+    @property
+    def unit(self) -> str:
+        return "characters" if self.vocab.kind == "char" else "tokens"
 
 
-def load_corpus(path: str | os.PathLike, cache_dir: Path | None = None) -> EncodedCorpus:
-    """Read, decode and encode a UTF-8 corpus, reusing the cache when its hash matches.
+Progress = Callable[[str, int, int], None]  # (phase, bytes done, bytes in all)
 
-    The cache key is the SHA-256 of the file's bytes, so an edited file is
-    re-encoded and a renamed or copied one is not.
+
+def load_corpus(
+    paths: str | os.PathLike | list,
+    text: TextConfig | None = None,
+    tokenizer: TokenizerConfig | None = None,
+    *,
+    existing: Tokenizer | None = None,
+    expected_sha256: str | None = None,
+    val_frac: float = 0.1,
+    cache_dir: Path | None = None,
+    progress: Progress | None = None,
+) -> EncodedCorpus:
+    """Read, prepare and encode a corpus into a memory-mapped id file, in bounded memory.
+
+    The result is cached under a key made of the files' SHA-256 and every option
+    that changes the ids, so an edited file is re-encoded and a renamed one is
+    not. `existing` encodes with a given tokenizer (a resumed run's) instead of
+    building one from the text; `expected_sha256` refuses any other corpus.
     """
-    path = Path(path)
-    data = read_bytes(path)
-    sha = hashlib.sha256(data).hexdigest()
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    text = text or TextConfig()
+    tokenizer = tokenizer or TokenizerConfig()
+    files = corpus_files(paths)
+    shown = describe_sources(paths, files)
+    size = total_bytes(files)
+    sha = sources_sha256(files, _phase(progress, "hashing", size))
+    if expected_sha256 is not None and sha != expected_sha256:
+        raise CorpusError(
+            f"cannot resume: {shown} is a different corpus from the one the run was trained on"
+        )
+    key = _cache_key(sha, text, tokenizer, existing, val_frac)
     cache = (cache_dir or default_cache_dir()) / f"v{CACHE_VERSION}"
-    cached = _read_cache(cache, sha)
-    if cached is not None:
-        vocab, ids = cached
-        return EncodedCorpus(path, sha, vocab, ids, from_cache=True)
-    vocab, ids = encode_text(decode_utf8(data, path))
-    _write_cache(cache, sha, vocab, ids)
-    return EncodedCorpus(path, sha, vocab, ids, from_cache=False)
+    if (hit := _read_cache(cache, key)) is not None:
+        vocab, ids, meta = hit
+        rare = RareCharacters(**meta["rare"]) if meta.get("rare") else None
+        return EncodedCorpus(
+            shown, sha, vocab, ids, True, meta["characters"], text, tokenizer, rare
+        )
+
+    def pieces(phase: str):
+        return corpus_text(files, text, on_bytes=_phase(progress, phase, size))
+
+    rare = None
+    if existing is not None:
+        vocab, retained = existing, None
+    elif tokenizer.kind == "char":
+        vocab, rare, retained = build_char_vocab(pieces("counting"), text, tokenizer.min_count)
+    elif tokenizer.kind == "byte":
+        vocab, retained = ByteVocab(text.normalize, text.keep_line_ends), None
+    else:
+        head = training_head(files, text, val_frac, progress)
+        vocab = train_sentencepiece(lines_of(head), tokenizer, text.normalize, text.keep_line_ends)
+        retained = None
+    source = retained if retained is not None else pieces("encoding")
+    with _id_file(cache, key) as (f, finish):
+        characters = write_ids(vocab, source, f)
+        ids = finish(vocab, characters, rare)
+    given = tuple(map(str, paths))
+    return EncodedCorpus(shown, sha, vocab, ids, False, characters, text, tokenizer, rare, given)
 
 
-def _read_cache(cache: Path, sha: str) -> tuple[CharVocab, np.ndarray] | None:
+def _phase(progress: Progress | None, phase: str, total: int):
+    if progress is None:
+        return None
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        progress(phase, done, total)
+
+    progress(phase, 0, total)
+    return advance
+
+
+def _cache_key(sha, text, tokenizer, existing, val_frac) -> str:
+    if existing is not None:
+        tok = existing.to_dict()
+        if "model" in tok:
+            tok["model"] = hashlib.sha256(tok["model"]).hexdigest()
+    else:
+        tok = asdict(tokenizer)
+        if tokenizer.kind == "sentencepiece":
+            tok["val_frac"] = val_frac  # it is trained on the training split only
+    key = {"sources": sha, "text": asdict(text), "tokenizer": tok}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- building and encoding
+
+
+def build_char_vocab(pieces, text: TextConfig, min_count: int):
+    """Count every code point; characters seen fewer than `min_count` times share <unk>.
+
+    Returns (vocab, rare-character report, code point arrays to encode from, or
+    None when they outgrew RETAIN_BYTES and the text must be read again).
+    """
+    counts = np.zeros(MAX_CODE_POINT + 1, dtype=np.int64)
+    retained, kept_bytes = [], 0
+    for piece in pieces:
+        cps = code_points(piece)
+        found = np.bincount(cps)  # only as long as the largest code point in the piece
+        counts[: len(found)] += found
+        if retained is not None:
+            retained.append(cps)
+            kept_bytes += cps.nbytes
+            if kept_bytes > RETAIN_BYTES:
+                retained = None
+    seen = counts > 0
+    kept = counts >= min_count
+    if not kept.any():
+        raise CorpusError(f"no character occurs {min_count} times or more; lower --min-count")
+    rare_mask = seen & ~kept
+    rare = RareCharacters(
+        distinct=int(rare_mask.sum()),
+        occurrences=int(counts[rare_mask].sum()),
+        characters=int(counts.sum()),
+    )
+    chars = np.flatnonzero(kept).astype("<u4").tobytes().decode("utf-32-le", "surrogatepass")
+    vocab = CharVocab(
+        chars, unk=rare.distinct > 0, normalize=text.normalize, keep_line_ends=text.keep_line_ends
+    )
+    return vocab, (rare if min_count > 1 else None), retained
+
+
+def write_ids(vocab: Tokenizer, source, f) -> int:
+    """Encode prepared text (pieces, or code point arrays) into file `f`; returns
+    the number of characters."""
+    characters = 0
+    if isinstance(vocab, CharVocab):
+        table = vocab.lookup_table()
+        for piece in source:
+            cps = piece if isinstance(piece, np.ndarray) else code_points(piece)
+            ids = table[cps]
+            if not vocab.unk and (ids == len(vocab)).any():
+                missing = CharVocab.from_code_points(cps[ids == len(vocab)]).chars
+                raise UnknownCharactersError(sorted(missing), what="the corpus")
+            f.write(ids.astype(vocab.dtype, copy=False).tobytes())
+            characters += len(cps)
+        return characters
+    for block in whole_lines(source):  # SentencePiece should see whole lines
+        f.write(vocab.encode_prepared(block).tobytes())
+        characters += len(block)
+    return characters
+
+
+def whole_lines(pieces):
+    """Re-cut text pieces so each ends with a newline (the last may not)."""
+    held = ""
+    for piece in pieces:
+        held += piece
+        cut = held.rfind("\n") + 1
+        if cut:
+            yield held[:cut]
+            held = held[cut:]
+    if held:
+        yield held
+
+
+def lines_of(pieces):
+    for block in whole_lines(pieces):
+        yield from block.split("\n")
+
+
+def training_head(files, text: TextConfig, val_frac: float, progress: Progress | None):
+    """The prepared text of about the first (1 - val_frac) of the stored bytes: the
+    tokenizer learns from the training split, not from the validation text."""
+    size = total_bytes(files)
+    limit, done = size * (1 - val_frac), 0
+    report = _phase(progress, "training tokenizer", size)
+
+    def count(n: int) -> None:
+        nonlocal done
+        done += n
+        if report:
+            report(n)
+
+    for piece in corpus_text(files, text, on_bytes=count):
+        yield piece
+        if done >= limit:
+            return
+
+
+# ---------------------------------------------------------------- the cache
+
+
+def _read_cache(cache: Path, key: str):
     try:
-        meta = json.loads((cache / f"{sha}.json").read_text(encoding="utf-8"))
-        ids = np.load(cache / f"{sha}.npy", mmap_mode="r")
-        vocab = CharVocab.from_dict(meta["vocab"])
-        if len(ids) != meta["length"] or ids.dtype != vocab.dtype:
+        meta = json.loads((cache / f"{key}.json").read_text(encoding="utf-8"))
+        tok = meta["tokenizer"]
+        if tok["kind"] == "sentencepiece":
+            tok = {**tok, "model": (cache / f"{key}.model").read_bytes()}
+        vocab = tokenizer_from_dict(tok)
+        ids = np.memmap(cache / f"{key}.ids", dtype=vocab.dtype, mode="r")
+        if len(ids) != meta["length"]:
             return None
-        return vocab, ids
+        return vocab, ids, meta
     except Exception:  # a missing or stale cache entry is simply rebuilt
         return None
 
 
-def _write_cache(cache: Path, sha: str, vocab: CharVocab, ids: np.ndarray) -> None:
-    """Best effort: a read-only or full cache directory only costs re-encoding."""
+@contextmanager
+def _id_file(cache: Path, key: str):
+    """A file to write ids into and a `finish` that maps it; in the cache when the
+    cache folder is writable, else in a temp file that is unlinked once mapped."""
     try:
         cache.mkdir(parents=True, exist_ok=True)
-        # ids first, then the json that marks the entry complete; both renamed into place
-        for name, write in (
-            (f"{sha}.npy", lambda f: np.save(f, ids)),
-            (f"{sha}.json", lambda f: f.write(_cache_meta(vocab, ids))),
-        ):
-            fd, tmp = tempfile.mkstemp(dir=cache, prefix=".tmp-")
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-            os.replace(tmp, cache / name)
-    except OSError:
-        pass
+        fd, tmp = tempfile.mkstemp(dir=cache, prefix=".tmp-")
+        cached = True
+    except OSError:  # a read-only or missing cache only costs re-encoding next time
+        fd, tmp = tempfile.mkstemp(prefix="charrnn-ids-")
+        cached = False
+    tmp = Path(tmp)
+
+    def finish(vocab: Tokenizer, characters: int, rare: RareCharacters | None):
+        f.flush()
+        length = f.tell() // vocab.dtype.itemsize
+        if length == 0:
+            raise CorpusError("the corpus is empty")
+        if cached:
+            try:
+                return _commit_cache(cache, key, tmp, vocab, length, characters, rare)
+            except OSError:
+                pass
+        ids = np.memmap(tmp, dtype=vocab.dtype, mode="r")
+        tmp.unlink(missing_ok=True)  # the mapping keeps the data until it is dropped
+        return ids
+
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f, finish
+    finally:
+        if tmp.exists() and tmp.name.startswith((".tmp-", "charrnn-ids-")):
+            tmp.unlink(missing_ok=True)
 
 
-def _cache_meta(vocab: CharVocab, ids: np.ndarray) -> bytes:
-    meta = {"vocab": vocab.to_dict(), "length": int(len(ids))}
-    return json.dumps(meta, ensure_ascii=False).encode("utf-8")
+def _commit_cache(cache, key, tmp, vocab, length, characters, rare) -> np.ndarray:
+    tok = vocab.to_dict()
+    if "model" in tok:
+        atomic_write(cache / f"{key}.model", lambda f: f.write(tok.pop("model")))
+        tok["model"] = None
+    os.replace(tmp, cache / f"{key}.ids")
+    meta = {
+        "tokenizer": tok,
+        "length": length,
+        "characters": characters,
+        "rare": asdict(rare) if rare else None,
+    }
+    # the json marks the entry complete, so it goes last
+    payload = json.dumps(meta, ensure_ascii=False).encode("utf-8")
+    atomic_write(cache / f"{key}.json", lambda f: f.write(payload))
+    return np.memmap(cache / f"{key}.ids", dtype=vocab.dtype, mode="r")
 
 
 # ---------------------------------------------------------------- split
@@ -253,11 +451,15 @@ def eval_windows(
         return
     n_streams = max(1, min(n_streams, n_targets // min_stream))
     stream_len = -(-n_targets // n_streams)  # ceil
-    padded = n_streams * stream_len
-    x = np.zeros(padded, dtype=np.int64)
-    y = np.full(padded, IGNORE_INDEX, dtype=np.int64)
-    x[:n_targets] = ids[:-1]
-    y[:n_targets] = ids[1:]
-    x, y = x.reshape(n_streams, stream_len), y.reshape(n_streams, stream_len)
     for t in range(0, stream_len, window):
-        yield x[:, t : t + window], y[:, t : t + window]
+        width = min(window, stream_len - t)
+        # built window by window from `ids` (perhaps a memmap), never the whole split at once
+        x = np.zeros((n_streams, width), dtype=np.int64)
+        y = np.full((n_streams, width), IGNORE_INDEX, dtype=np.int64)
+        for s in range(n_streams):
+            start = s * stream_len + t
+            stop = min(start + width, s * stream_len + stream_len, n_targets)
+            if stop > start:
+                x[s, : stop - start] = ids[start:stop]
+                y[s, : stop - start] = ids[start + 1 : stop + 1]
+        yield x, y

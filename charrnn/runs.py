@@ -56,7 +56,7 @@ def write_run_config(run_dir: Path, config: dict) -> None:
 def read_options_file(path: Path) -> dict:
     """Options from a TOML file or a run's config.json, as a flat {option_name: value}.
 
-    Keys may use `-` or `_`; `[model]` and `[train]` tables (config.json's
+    Keys may use `-` or `_`; `[data]`, `[model]` and `[train]` tables (config.json's
     layout) are flattened; the run description config.json also carries is
     ignored. Which names are options is for the caller to check.
     """
@@ -79,7 +79,7 @@ def read_options_file(path: Path) -> dict:
     for key, value in data.items():
         if key in RUN_INFO_KEYS:
             continue
-        if key in ("model", "train") and isinstance(value, dict):
+        if key in ("data", "model", "train") and isinstance(value, dict):
             options.update(value)
         else:
             options[key] = value

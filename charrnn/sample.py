@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from charrnn.errors import CharrnnError, UnknownCharactersError
 from charrnn.model import CharRNN, State
-from charrnn.tokenizers import CharVocab
+from charrnn.tokenizers import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -90,12 +90,14 @@ def make_generator(device: torch.device, rng_seed: int | None) -> torch.Generato
     return g
 
 
-def encode_seed(vocab: CharVocab, seed: str, unknown: str = "error") -> tuple[str, list[str]]:
+def encode_seed(vocab: Tokenizer, seed: str, unknown: str = "error") -> tuple[str, list[str]]:
     """The seed the model can read, and the characters dropped from it.
 
+    The seed is prepared as the training text was (normalisation, line ends).
     unknown="error" raises UnknownCharactersError listing characters the model
     never saw; "drop" removes them.
     """
+    seed = vocab.prepare(seed)
     missing = vocab.unknown(seed)
     if not missing:
         return seed, []
@@ -103,6 +105,13 @@ def encode_seed(vocab: CharVocab, seed: str, unknown: str = "error") -> tuple[st
         raise UnknownCharactersError(missing)
     gone = set(missing)
     return "".join(c for c in seed if c not in gone), missing
+
+
+def ban(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """logits (B, V) with the given ids (<unk>, control pieces) made impossible."""
+    if ids.numel() == 0:
+        return logits
+    return logits.index_fill(-1, ids, -math.inf)
 
 
 def _select(state: State, index: torch.Tensor) -> State:
@@ -119,7 +128,7 @@ class Streams:
     next, so a caller that stops after n characters pays for n forwards.
     """
 
-    def __init__(self, model: CharRNN, vocab: CharVocab, rng_seed: int | None = None):
+    def __init__(self, model: CharRNN, vocab: Tokenizer, rng_seed: int | None = None):
         self.model = model.eval()
         self.vocab = vocab
         self.device = next(model.parameters()).device
@@ -127,6 +136,7 @@ class Streams:
         self.state: State | None = None
         self.logits: torch.Tensor | None = None  # (B, V) for the next character
         self.pending: torch.Tensor | None = None  # (B, 1) drawn but not yet fed
+        self.banned = torch.tensor(vocab.special_ids, dtype=torch.long, device=self.device)
 
     @property
     def batch(self) -> int:
@@ -163,8 +173,9 @@ class Streams:
         if self.pending is not None:
             logits, self.state, _ = self.model(self.pending, self.state)  # (B, 1, V)
             self.logits = logits[:, -1]
-        ids = pick_next(self.logits, config, self.generator)  # (B,)
-        logprobs = F.log_softmax(self.logits.float(), dim=-1).gather(1, ids[:, None])[:, 0]
+        logits = ban(self.logits, self.banned)
+        ids = pick_next(logits, config, self.generator)  # (B,)
+        logprobs = F.log_softmax(logits.float(), dim=-1).gather(1, ids[:, None])[:, 0]
         self.pending = ids[:, None]
         return ids, logprobs
 
@@ -207,7 +218,7 @@ class StopMatcher:
 
 
 def primed_streams(
-    model: CharRNN, vocab: CharVocab, seed: str, rng_seed: int | None = None
+    model: CharRNN, vocab: Tokenizer, seed: str, rng_seed: int | None = None
 ) -> Streams:
     """One stream that has read `seed` (which must be non-empty and known to the model)."""
     if not seed:
@@ -220,7 +231,7 @@ def primed_streams(
 
 def generate(
     model: CharRNN,
-    vocab: CharVocab,
+    vocab: Tokenizer,
     seed: str,
     length: int,
     config: SampleConfig | None = None,
@@ -242,20 +253,23 @@ def continue_stream(
 ) -> Iterator[str]:
     """Yield up to `length` more characters of a single primed stream."""
     matcher = StopMatcher(stop)
-    for _ in range(length):
+    decoder = streams.vocab.decoder()
+    made = 0
+    while made < length:
         ids, _ = streams.step(config)
-        shown = matcher.push(streams.vocab.chars[int(ids[0])])
-        if shown:
+        text = decoder.push(int(ids[0]))[: length - made]  # a piece may be several characters
+        made += len(text)
+        if shown := matcher.push(text):
             yield shown
         if matcher.done:
             return
-    if tail := matcher.flush():
+    if tail := matcher.push(decoder.flush()[: length - made]) + matcher.flush():
         yield tail
 
 
 def sample_batch(
     model: CharRNN,
-    vocab: CharVocab,
+    vocab: Tokenizer,
     seed: str,
     length: int,
     num_samples: int,
@@ -268,30 +282,32 @@ def sample_batch(
     streams = primed_streams(model, vocab, seed, rng_seed)
     streams.expand(num_samples)
     matchers = [StopMatcher(stop) for _ in range(num_samples)]
+    decoders = [vocab.decoder() for _ in range(num_samples)]
     texts = [[] for _ in range(num_samples)]
+    made = [0] * num_samples
     logprob = [0.0] * num_samples
-    for _ in range(length):
+    while not all(m.done or n >= length for m, n in zip(matchers, made, strict=True)):
         ids, lps = streams.step(config)
-        for i, (char_id, lp) in enumerate(zip(ids.tolist(), lps.tolist(), strict=True)):
-            if not matchers[i].done:
-                texts[i].append(matchers[i].push(vocab.chars[char_id]))
+        for i, (token_id, lp) in enumerate(zip(ids.tolist(), lps.tolist(), strict=True)):
+            if not matchers[i].done and made[i] < length:
+                piece = decoders[i].push(token_id)[: length - made[i]]
+                made[i] += len(piece)
+                texts[i].append(matchers[i].push(piece))
                 logprob[i] += lp
-        if all(m.done for m in matchers):
-            break
     samples = []
     for i, m in enumerate(matchers):
-        text = "".join(texts[i]) + m.flush()
-        samples.append(Sample(seed, text, logprob[i]))
+        tail = m.push(decoders[i].flush()[: length - made[i]]) + m.flush()
+        samples.append(Sample(seed, "".join(texts[i]) + tail, logprob[i]))
     return samples
 
 
 @torch.inference_mode()
-def beam_search(model: CharRNN, vocab: CharVocab, seed: str, length: int, beam: int) -> Sample:
-    """The most probable continuation of exactly `length` characters that a beam
-    of `beam` candidates finds (beam 1 is greedy)."""
+def beam_search(model: CharRNN, vocab: Tokenizer, seed: str, length: int, beam: int) -> Sample:
+    """The most probable continuation of exactly `length` tokens (characters, with
+    the char tokenizer) that a beam of `beam` candidates finds (beam 1 is greedy)."""
     streams = primed_streams(model, vocab, seed)
     device, vocab_size = streams.device, len(vocab)
-    logits, state = streams.logits, streams.state  # (1, V)
+    logits, state = ban(streams.logits, streams.banned), streams.state  # (1, V)
     scores = torch.zeros(1, dtype=torch.float64, device=device)  # (K,)
     tokens = torch.zeros(1, 0, dtype=torch.long, device=device)  # (K, t)
     for t in range(length):
@@ -302,17 +318,18 @@ def beam_search(model: CharRNN, vocab: CharVocab, seed: str, length: int, beam: 
         tokens = torch.cat([tokens.index_select(0, rows), ids[:, None]], dim=1)
         if t + 1 < length:
             out, state, _ = model(ids[:, None], state)  # (K, 1, V)
-            logits = out[:, -1]
-    text = "".join(vocab.chars[i] for i in tokens[0].tolist())
-    return Sample(seed, text, float(scores[0]))
+            logits = ban(out[:, -1], streams.banned)
+    return Sample(seed, vocab.decode(tokens[0].tolist()), float(scores[0]))
 
 
 @torch.inference_mode()
-def sequence_logprob(model: CharRNN, vocab: CharVocab, seed: str, text: str) -> float:
+def sequence_logprob(model: CharRNN, vocab: Tokenizer, seed: str, text: str) -> float:
     """Summed log-probability (nats) of `text` following `seed` under the model."""
     device = next(model.parameters()).device
-    ids = torch.from_numpy(vocab.encode(seed + text).astype(np.int64)).to(device)[None]
+    seed_ids, text_ids = vocab.encode(seed), vocab.encode(text)
+    both = np.concatenate([seed_ids, text_ids]).astype(np.int64)
+    ids = torch.from_numpy(both).to(device)[None]  # (1, S+T)
     logits, _, _ = model(ids[:, :-1])  # (1, S+T-1, V)
-    logp = F.log_softmax(logits.double(), dim=-1)[0, len(seed) - 1 :]  # (T, V)
-    targets = ids[0, len(seed) :]
+    logp = F.log_softmax(logits.double(), dim=-1)[0, len(seed_ids) - 1 :]  # (T, V)
+    targets = ids[0, len(seed_ids) :]
     return float(logp.gather(1, targets[:, None]).sum())

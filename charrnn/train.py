@@ -61,6 +61,7 @@ class TrainConfig:
     time_budget: float | None = None  # seconds of wall clock, evaluations included
     eval_every: int | None = None  # None: auto (see Trainer._eval_due); 0: only at the end
     log_every: int = 10
+    eval_size: int = 1_000_000  # validation ids scored per evaluation; 0: all of them
     patience: int | None = None  # evaluations without a new best before stopping
     max_skips: int = 10  # non-finite steps in a row before giving up
     rng_seed: int = 1337
@@ -162,14 +163,18 @@ def evaluate(model: CharRNN, ids: np.ndarray, device: torch.device) -> float:
 
 @dataclass
 class TextScore:
-    characters: int  # scored (the first character is context only)
-    loss: float  # nats/char
+    characters: int  # characters of the text kept for scoring
+    tokens: int  # ids scored (the first is context only); = characters - 1 for char models
+    loss: float  # nats per token (per character for char models)
     unknown: int  # characters outside the vocabulary, left out before scoring
     unknown_chars: list[str]
 
     @property
     def bits_per_char(self) -> float:
-        return self.loss / LN2
+        """Bits per character: for bytes and pieces, the total over the characters."""
+        if self.tokens == self.characters - 1:
+            return self.loss / LN2
+        return self.loss * self.tokens / max(self.characters, 1) / LN2
 
     @property
     def perplexity(self) -> float:
@@ -179,25 +184,34 @@ class TextScore:
 def score_text(model: CharRNN, vocab, text: str) -> TextScore:
     """Cross-entropy of a whole text, computed as validation is (see `evaluate`).
 
-    Characters the vocabulary lacks are left out and counted, rather than
-    failing the whole text over one stray symbol.
+    The text is prepared as the training text was. Characters the vocabulary
+    lacks are left out and counted, rather than failing the whole text over
+    one stray symbol.
     """
+    text = vocab.prepare(text)
     unknown_chars = vocab.unknown(text)
     if unknown_chars:
         gone = set(unknown_chars)
         kept = "".join(c for c in text if c not in gone)
     else:
         kept = text
-    if len(kept) < 2:
+    ids = vocab.encode_prepared(kept).astype(np.int64)
+    if len(ids) < 2:
         raise CharrnnError("the text needs at least two characters the model knows")
-    ids = vocab.encode(kept).astype(np.int64)
     device = next(model.parameters()).device
     return TextScore(
-        characters=len(ids) - 1,
+        characters=len(kept),
+        tokens=len(ids) - 1,
         loss=evaluate(model, ids, device),
         unknown=len(text) - len(kept),
         unknown_chars=unknown_chars,
     )
+
+
+def data_options(corpus: EncodedCorpus) -> dict:
+    """The text and tokenizer settings under their option names (--tokenizer, ...)."""
+    tokenizer = asdict(corpus.tokenizer_config)
+    return {**asdict(corpus.text_config), "tokenizer": tokenizer.pop("kind"), **tokenizer}
 
 
 def check_same_corpus(ckpt: dict, corpus: EncodedCorpus) -> None:
@@ -284,6 +298,8 @@ class Trainer:
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
         train_ids, self.val_ids = split_train_val(corpus.ids, config.val_frac)
+        if config.eval_size:  # a gigabyte corpus has far more validation text than needed
+            self.val_ids = self.val_ids[: config.eval_size + 1]
         self.batches = StreamBatches(train_ids, config.batch_size, config.seq_len)
 
         # position and history; all of it goes into last.pt so a resume continues exactly
@@ -535,6 +551,8 @@ class Trainer:
             "model_config": self.model.config.to_dict(),
             "train_config": self.config.to_dict(),
             "vocab": self.corpus.vocab.to_dict(),
+            "text_config": asdict(self.corpus.text_config),
+            "tokenizer_config": asdict(self.corpus.tokenizer_config),
             "corpus_sha256": self.corpus.sha256,
             "corpus_path": str(self.corpus.path),
             "model": self.model.state_dict(),
@@ -591,12 +609,14 @@ class Trainer:
         vocab_size = model_options.pop("vocab_size")  # follows from the corpus, not an option
         return {
             "charrnn_version": __version__,
-            "corpus": str(self.corpus.path),
+            "corpus": list(self.corpus.sources) or [str(self.corpus.path)],
+            "data": data_options(self.corpus),
             "model": model_options,
             "train": self.config.to_dict(),
             "info": {
                 "corpus_sha256": self.corpus.sha256,
-                "characters": len(self.corpus),
+                "characters": self.corpus.characters,
+                "ids": len(self.corpus),
                 "vocab_size": vocab_size,
                 "parameters": self.model.num_parameters(),
                 "device": str(self.device),

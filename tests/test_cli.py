@@ -131,15 +131,18 @@ def test_bad_corpus_gives_one_line_error(tmp_path, run_cli, content, message):
 
 def test_corpus_directory_and_permission_errors(tmp_path, run_cli, monkeypatch):
     result = run_cli("train", tmp_path, expect=1)
-    assert "is a directory" in one_line_error(result)
+    assert "the directory holds no *.txt files" in one_line_error(result)
 
     path = tmp_path / "secret.txt"
     path.write_text("text")
 
-    def denied(self):
+    def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(Path, "read_bytes", denied)  # root ignores chmod, so simulate it
+    import charrnn.sources
+
+    # root ignores chmod, so simulate it
+    monkeypatch.setattr(charrnn.sources, "open", denied, raising=False)
     result = run_cli("train", path, expect=1)
     assert "secret.txt: permission denied" in one_line_error(result)
 

@@ -262,7 +262,7 @@ def test_eval_equals_the_trainers_validation_loss(tmp_path, write_corpus, run_cl
     result = run_cli("eval", held_out, "--checkpoint", out / "e" / "last.pt", "--json")
     report = json.loads(result.stdout)
     assert report["loss"] == pytest.approx(ckpt["val_loss"], rel=1e-9)
-    assert report["unknown"] == 0 and report["characters"] == len(text) - int(len(text) * 0.9) - 1
+    assert report["unknown"] == 0 and report["tokens"] == len(text) - int(len(text) * 0.9) - 1
     table = run_cli("eval", held_out, "--checkpoint", out / "e" / "last.pt").stderr
     assert f"{ckpt['val_loss']:.4f} nats/char" in table and "perplexity" in table
 

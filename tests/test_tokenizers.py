@@ -1,8 +1,10 @@
+import unicodedata
+
 import numpy as np
 import pytest
 
 from charrnn.errors import CharrnnError, UnknownCharactersError
-from charrnn.tokenizers import CharVocab, smallest_uint_dtype
+from charrnn.tokenizers import CharVocab, smallest_uint_dtype, tokenizer_from_dict
 from tests.conftest import MIXED_TEXT
 
 
@@ -62,7 +64,7 @@ def test_unknown_characters_are_listed():
 
 def test_to_dict_round_trip():
     vocab = CharVocab.from_text(MIXED_TEXT)
-    assert CharVocab.from_dict(vocab.to_dict()) == vocab
+    assert tokenizer_from_dict(vocab.to_dict()) == vocab
 
 
 def test_bad_vocabularies_are_refused():
@@ -71,4 +73,121 @@ def test_bad_vocabularies_are_refused():
     with pytest.raises(CharrnnError):
         CharVocab("ba")
     with pytest.raises(CharrnnError):
-        CharVocab.from_dict({"kind": "bpe", "chars": "ab"})
+        tokenizer_from_dict({"kind": "bpe", "chars": "ab"})
+
+
+# ---------------------------------------------------------------- byte, sentencepiece, <unk>
+
+import codecs  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from charrnn.tokenizers import (  # noqa: E402
+    REPLACEMENT,
+    ByteVocab,
+    SentencePieceVocab,
+    TokenizerConfig,
+    prepare_text,
+    train_sentencepiece,
+)
+
+KOREAN_LINES = [
+    "대한민국은 민주공화국이다. 대한민국의 주권은 국민에게 있고, 모든 권력은 국민으로부터 나온다.",
+    "모든 국민은 인간으로서의 존엄과 가치를 가지며, 행복을 추구할 권리를 가진다.",
+    "ROMEO: But soft, what light through yonder window breaks?",
+]
+
+
+@pytest.fixture(scope="module")
+def sp_vocab():
+    """A small unigram model trained here, on text the test writes."""
+    config = TokenizerConfig(kind="sentencepiece", sp_type="unigram", coverage=1.0)
+    return train_sentencepiece(KOREAN_LINES * 20, config, normalize="none", keep_line_ends=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_char_round_trip_of_any_text(text):
+    if text:
+        vocab = CharVocab.from_text(text)
+        assert vocab.decode(vocab.encode(text)) == text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_byte_round_trip_of_any_text(text):
+    vocab = ByteVocab(normalize="none", keep_line_ends=True)
+    ids = vocab.encode(text)
+    assert len(ids) == len(text.encode("utf-8")) and ids.dtype == np.uint8
+    assert vocab.decode(ids) == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=1), st.data())
+def test_byte_stream_cut_anywhere_never_crashes(text, data):
+    """Sampling can stop after any byte: the text so far, then at most one U+FFFD."""
+    vocab = ByteVocab(normalize="none", keep_line_ends=True)
+    ids = vocab.encode(text)
+    cut = data.draw(st.integers(0, len(ids)))
+    decoder = vocab.decoder()
+    shown = "".join(decoder.push(int(i)) for i in ids[:cut]) + decoder.flush()
+    whole = ids[:cut].tobytes()
+    assert shown == whole.decode("utf-8", errors="replace")
+    complete = codecs.getincrementaldecoder("utf-8")().decode(whole)  # what was whole
+    assert shown.startswith(complete) and shown[len(complete) :] in ("", REPLACEMENT)
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.text())
+def test_sentencepiece_round_trip_of_any_text(sp_vocab, text):
+    """Lossless: no whitespace folding, and characters it never saw become bytes."""
+    ids = sp_vocab.encode(text)
+    assert sp_vocab.decode(ids) == text
+    assert not set(ids.tolist()) & set(sp_vocab.special_ids)
+
+
+def test_sentencepiece_keeps_newlines_and_serialises(sp_vocab):
+    text = "대한민국\n\n  two  spaces\tand a tab\n"
+    ids = sp_vocab.encode(text)
+    newline = sp_vocab.sp.piece_to_id("\n")  # a piece of its own, not the byte <0x0A>
+    assert not sp_vocab.sp.is_byte(newline) and ids.tolist().count(newline) == 3
+    again = tokenizer_from_dict(sp_vocab.to_dict())
+    assert isinstance(again, SentencePieceVocab) and again.encode(text).tolist() == ids.tolist()
+
+
+def test_sentencepiece_vocab_too_small_is_a_clear_error():
+    config = TokenizerConfig(kind="sentencepiece", sp_type="bpe", vocab_size=5)
+    with pytest.raises(
+        CharrnnError, match=r"--vocab-size 5 is too small: .* need \d+; give a larger"
+    ):
+        train_sentencepiece(KOREAN_LINES, config, normalize="none", keep_line_ends=True)
+    config = TokenizerConfig(kind="sentencepiece", sp_type="unigram", vocab_size=50_000)
+    with pytest.raises(CharrnnError, match=r"--vocab-size 50000 is too large for this text; use"):
+        train_sentencepiece(KOREAN_LINES, config, normalize="none", keep_line_ends=True)
+
+
+def test_unk_stands_for_every_unseen_character():
+    vocab = CharVocab("abc", unk=True)
+    assert len(vocab) == 4 and vocab.special_ids == [3]
+    assert vocab.unknown("abz한") == []
+    assert vocab.encode("abz한").tolist() == [0, 1, 3, 3]
+    assert vocab.decode([0, 3, 2]) == f"a{REPLACEMENT}c"
+    assert tokenizer_from_dict(vocab.to_dict()) == vocab
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.characters(codec="utf-8")))
+def test_prepared_text_is_normalised_and_has_lf_line_ends(text):
+    out = prepare_text(text, "nfc", keep_line_ends=False)
+    assert "\r" not in out
+    assert unicodedata.is_normalized("NFC", out)
+    assert prepare_text(out, "nfc", keep_line_ends=False) == out  # idempotent
+
+
+def test_a_checkpoint_vocab_from_before_options_reads_as_unprepared_text():
+    old = tokenizer_from_dict({"kind": "char", "chars": "\n\rab"})
+    assert (old.normalize, old.keep_line_ends, old.unk) == ("none", True, False)
+    assert old.encode("a\r\nb").tolist() == [2, 1, 0, 3]
