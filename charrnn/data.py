@@ -374,7 +374,7 @@ def check_corpus_size(corpus: EncodedCorpus, batch_size: int, seq_len: int, val_
     need = chars_needed(batch_size, seq_len, val_frac)
     if len(corpus) < need:
         raise CorpusError(
-            f"corpus {corpus.path} is too short: {len(corpus):,} characters, but "
+            f"corpus {corpus.path} is too short: {len(corpus):,} {corpus.unit}, but "
             f"--batch-size {batch_size} x --seq-len {seq_len} with --val-frac {val_frac:g} "
             f"needs at least {need:,}"
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import os
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ NORMALIZE = ("nfc", "nfkc", "none")
 UNK = "<unk>"
 REPLACEMENT = "\ufffd"
 MAX_CODE_POINT = 0x10FFFF
+SP_SENTENCES = 1_000_000  # lines SentencePiece trains on at most (sampled); bounds its memory
+SP_RANDOM_SEED = 1  # SentencePiece samples and shuffles lines of large corpora
+SP_PARALLEL_CHARS = 1 << 20  # texts longer than this are encoded on several threads
 
 
 @dataclass(frozen=True)
@@ -352,10 +356,14 @@ class SentencePieceVocab(Tokenizer):
         return [i for i in range(len(self)) if sp.is_unknown(i) or sp.is_control(i)]
 
     def encode_prepared(self, text: str) -> np.ndarray:
-        return np.asarray(self.sp.encode(text), dtype=self.dtype)
-
-    def encode_many(self, texts: list[str], threads: int = 1) -> list[list[int]]:
-        return self.sp.encode(texts, num_threads=threads)
+        threads = min(os.cpu_count() or 1, 8)
+        if len(text) < SP_PARALLEL_CHARS or threads == 1:
+            return np.asarray(self.sp.encode(text), dtype=self.dtype)
+        # "\n" is a piece of its own, so no piece spans a line end: cutting after one
+        # gives the same ids, and SentencePiece encodes the parts on its own threads
+        parts = cut_after_newlines(text, 4 * threads)
+        encoded = self.sp.encode(parts, num_threads=threads)
+        return np.concatenate([np.asarray(ids, dtype=self.dtype) for ids in encoded])
 
     @property
     def token_bytes(self) -> list[bytes]:
@@ -379,6 +387,17 @@ class SentencePieceVocab(Tokenizer):
         return f"{len(self)} SentencePiece pieces"
 
 
+def cut_after_newlines(text: str, parts: int) -> list[str]:
+    """`text` in about `parts` pieces, each ending just after a newline (the last may not)."""
+    size, pieces, start = max(1, len(text) // parts), [], 0
+    while start < len(text):
+        cut = text.find("\n", start + size)
+        end = len(text) if cut < 0 else cut + 1
+        pieces.append(text[start:end])
+        start = end
+    return pieces
+
+
 def train_sentencepiece(
     lines, config: TokenizerConfig, normalize: str, keep_line_ends: bool, threads: int = 1
 ) -> SentencePieceVocab:
@@ -390,6 +409,7 @@ def train_sentencepiece(
         # char: every kept character; a soft limit lets SentencePiece use fewer
         vocab_size = 1_000_000 if config.sp_type == "char" else 1000
     model = io.BytesIO()
+    spm.set_random_generator_seed(SP_RANDOM_SEED)  # the same text gives the same model
     try:
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(lines),
@@ -406,7 +426,7 @@ def train_sentencepiece(
             user_defined_symbols=["\n"],
             bos_id=-1,
             eos_id=-1,
-            input_sentence_size=2_000_000,
+            input_sentence_size=SP_SENTENCES,
             shuffle_input_sentence=True,
             max_sentence_length=1 << 16,
             num_threads=threads,

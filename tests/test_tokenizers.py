@@ -191,3 +191,21 @@ def test_a_checkpoint_vocab_from_before_options_reads_as_unprepared_text():
     old = tokenizer_from_dict({"kind": "char", "chars": "\n\rab"})
     assert (old.normalize, old.keep_line_ends, old.unk) == ("none", True, False)
     assert old.encode("a\r\nb").tolist() == [2, 1, 0, 3]
+
+
+def test_sentencepiece_on_threads_gives_the_same_ids(sp_vocab, monkeypatch):
+    import charrnn.tokenizers
+
+    text = "\n".join(KOREAN_LINES * 40) + "\n끝"
+    single = sp_vocab.encode(text)
+    monkeypatch.setattr(charrnn.tokenizers, "SP_PARALLEL_CHARS", 100)
+    monkeypatch.setattr(charrnn.tokenizers.os, "cpu_count", lambda: 2)
+    parallel = sp_vocab.encode(text)
+    assert parallel.tolist() == single.tolist() and sp_vocab.decode(parallel) == text
+
+
+def test_sentencepiece_training_is_deterministic():
+    config = TokenizerConfig(kind="sentencepiece", sp_type="bpe", vocab_size=400)
+    a = train_sentencepiece(KOREAN_LINES * 20, config, "nfc", False)
+    b = train_sentencepiece(KOREAN_LINES * 20, config, "nfc", False)
+    assert a.model == b.model
