@@ -369,6 +369,20 @@ RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 @out_option("Folder that holds the run folders.")
 @device_option
 @click.option(
+    "--precision",
+    type=click.Choice(["auto", "fp32", "bf16"]),
+    default="auto",
+    show_default=True,
+    help="bf16: autocast matmuls and recurrent layers to bfloat16 (weights stay fp32). "
+    "auto: bf16 on CUDA GPUs that support it and on CPUs with AMX, else fp32.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CPU threads. Default: the physical cores this process may use.",
+)
+@click.option(
     "--resume",
     is_flag=False,
     flag_value="",
@@ -655,6 +669,7 @@ def resolve_configs(corpus, options: dict, given: set[str], ckpt: dict | None):
         )
     stored_train = dict(ckpt["train_config"])
     stored_train.update({k: v for k, v in train_opts.items() if k in given})
+    stored_train["threads"] = train_opts["threads"]  # a property of this machine, not the run
     if "max_steps" in given and "time_budget" not in given:
         stored_train["time_budget"] = None  # a new step target replaces the old budget
     if "time_budget" in given and "max_steps" not in given:
@@ -755,7 +770,10 @@ class TrainProgress:
 
     def on_start(self, trainer) -> None:
         n = trainer.model.num_parameters()
-        self.progress.console.print(f"params  {n:,} on {trainer.device}", soft_wrap=True)
+        where = f"{trainer.device}, {trainer.precision}"
+        if trainer.device.type == "cpu":
+            where += f", {trainer.threads} thread{'s' if trainer.threads != 1 else ''}"
+        self.progress.console.print(f"params  {n:,} on {where}", soft_wrap=True)
 
     def on_step(self, s) -> None:
         left = "-"

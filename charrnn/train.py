@@ -36,7 +36,16 @@ from charrnn.data import (
 )
 from charrnn.errors import CharrnnError
 from charrnn.files import remove_stale_temp_files
-from charrnn.model import CharRNN, ModelConfig, State, detach_state, resolve_device
+from charrnn.model import (
+    CharRNN,
+    ModelConfig,
+    State,
+    autocast,
+    detach_state,
+    resolve_device,
+    resolve_precision,
+    set_threads,
+)
 from charrnn.runs import MetricsLog, metric_record, write_run_config
 
 DEFAULT_TIME_BUDGET = 180.0  # seconds, when neither max_steps nor time_budget is given
@@ -66,6 +75,8 @@ class TrainConfig:
     max_skips: int = 10  # non-finite steps in a row before giving up
     rng_seed: int = 1337
     device: str = "auto"
+    precision: str = "auto"  # auto | fp32 | bf16 (autocast); see model.resolve_precision
+    threads: int | None = None  # CPU threads; None: the physical cores we may use
 
     def __post_init__(self):
         if self.max_steps is None and self.time_budget is None:
@@ -136,7 +147,9 @@ class Callback:
 
 
 @torch.inference_mode()
-def evaluate(model: CharRNN, ids: np.ndarray, device: torch.device) -> float:
+def evaluate(
+    model: CharRNN, ids: np.ndarray, device: torch.device, precision: str = "fp32"
+) -> float:
     """Mean cross-entropy (nats/char) over every character of `ids` after the first,
     with the state carried along each evaluation stream."""
     was_training = model.training
@@ -146,7 +159,8 @@ def evaluate(model: CharRNN, ids: np.ndarray, device: torch.device) -> float:
     state = None
     for x, y in eval_windows(ids):
         x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-        logits, state, _ = model(x, state)  # (S, W, V)
+        with autocast(device, precision):
+            logits, state, _ = model(x, state)  # (S, W, V)
         loss = F.cross_entropy(
             logits.reshape(-1, logits.size(-1)).float(),
             y.reshape(-1),
@@ -282,6 +296,8 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.callback = callback or Callback()
         self.device = resolve_device(config.device)
+        self.precision = resolve_precision(config.precision, self.device)
+        self.threads = set_threads(config.threads)
         check_corpus_size(corpus, config.batch_size, config.seq_len, config.val_frac)
         if config.patience is not None and (config.val_frac == 0 or config.eval_every == 0):
             raise CharrnnError(
@@ -420,7 +436,8 @@ class Trainer:
         y = torch.from_numpy(y).to(self.device, non_blocking=True)  # (B, T)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        _, state, loss = self.model(x, self.state, y)
+        with autocast(self.device, self.precision):
+            _, state, loss = self.model(x, self.state, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
@@ -494,7 +511,7 @@ class Trainer:
         """Evaluate, save last.pt (and best.pt on improvement); returns the seconds it took."""
         t0 = time.perf_counter()
         if len(self.val_ids) >= 2:
-            val = evaluate(self.model, self.val_ids, self.device)
+            val = evaluate(self.model, self.val_ids, self.device, self.precision)
             best = self.best_val_loss
             is_best = math.isfinite(val) and (best is None or val < best)
             self.last_val_loss = val
@@ -620,6 +637,8 @@ class Trainer:
                 "vocab_size": vocab_size,
                 "parameters": self.model.num_parameters(),
                 "device": str(self.device),
+                "precision": self.precision,
+                "threads": self.threads,
                 "created": self.created,
             },
         }

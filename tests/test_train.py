@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -149,3 +150,87 @@ def test_evaluation_schedule(write_corpus, tmp_path):
     end_only.step = 10
     assert not end_only._eval_due(1000.0, 0.0)
     assert end_only.run().evals == [{"step": 100, "val_loss": end_only.last_val_loss}]
+
+
+# ---------------------------------------------------------------- precision and threads
+
+
+import charrnn.model  # noqa: E402
+from charrnn.errors import CharrnnError  # noqa: E402
+from charrnn.model import resolve_precision, set_threads  # noqa: E402
+
+
+@pytest.mark.parametrize("amx,expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_is_bf16_only_where_the_cpu_has_amx(monkeypatch, amx, expected):
+    monkeypatch.setattr(charrnn.model, "cpu_has_amx", lambda: amx)
+    assert resolve_precision("auto", torch.device("cpu")) == expected
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    with pytest.raises(CharrnnError, match="needs a CPU or CUDA device"):
+        resolve_precision("bf16", torch.device("mps"))
+
+
+def test_bf16_training_keeps_fp32_weights_and_state_and_resumes_in_fp32(
+    tmp_path, run_cli, write_corpus
+):
+    corpus = write_corpus(PANGRAM * 40)
+    out = tmp_path / "ck"
+    tiny = [
+        "--hidden",
+        "32",
+        "--embed",
+        "8",
+        "--batch-size",
+        "4",
+        "--seq-len",
+        "16",
+        "--threads",
+        "1",
+    ]
+    threads = torch.get_num_threads()
+    try:
+        run_cli(
+            "train",
+            corpus,
+            *tiny,
+            "--precision",
+            "bf16",
+            "--max-steps",
+            "20",
+            "--out",
+            out,
+            "--run",
+            "b",
+        )
+        last = torch.load(out / "b" / "last.pt", weights_only=True)
+        assert all(t.dtype == torch.float32 for t in last["model"].values())
+        assert all(s.dtype == torch.float32 for s in last["state"])
+        assert last["train_config"]["precision"] == "bf16" and math.isfinite(last["val_loss"])
+        config = json.loads((out / "b" / "config.json").read_text())
+        assert config["info"]["precision"] == "bf16" and config["info"]["threads"] == 1
+        result = run_cli(
+            "train",
+            corpus,
+            "--resume",
+            "b",
+            "--out",
+            out,
+            "--max-steps",
+            "30",
+            "--precision",
+            "fp32",
+        )
+        assert "fp32" in result.stderr
+        assert torch.load(out / "b" / "last.pt", weights_only=True)["step"] == 30
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_threads_default_to_what_this_process_may_use():
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(1) == 1
+        torch.set_num_threads(before)
+        assert 1 <= set_threads(None) <= before
+    finally:
+        torch.set_num_threads(before)
