@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from charrnn.errors import CharrnnError, UnknownCharactersError
-from charrnn.model import CharRNN, State
+from charrnn.model import CharRNN, SingleStep, State
 from charrnn.tokenizers import Tokenizer
 
 
@@ -137,6 +137,7 @@ class Streams:
         self.logits: torch.Tensor | None = None  # (B, V) for the next character
         self.pending: torch.Tensor | None = None  # (B, 1) drawn but not yet fed
         self.banned = torch.tensor(vocab.special_ids, dtype=torch.long, device=self.device)
+        self.single_step = SingleStep(self.model)
 
     @property
     def batch(self) -> int:
@@ -171,8 +172,7 @@ class Streams:
         if self.logits is None:
             raise CharrnnError("feed a seed before sampling")
         if self.pending is not None:
-            logits, self.state, _ = self.model(self.pending, self.state)  # (B, 1, V)
-            self.logits = logits[:, -1]
+            self.logits, self.state = self.single_step(self.pending[:, 0], self.state)  # (B, V)
         logits = ban(self.logits, self.banned)
         ids = pick_next(logits, config, self.generator)  # (B,)
         logprobs = F.log_softmax(logits.float(), dim=-1).gather(1, ids[:, None])[:, 0]
@@ -317,8 +317,8 @@ def beam_search(model: CharRNN, vocab: Tokenizer, seed: str, length: int, beam: 
         scores, state = best.values, _select(state, rows)
         tokens = torch.cat([tokens.index_select(0, rows), ids[:, None]], dim=1)
         if t + 1 < length:
-            out, state, _ = model(ids[:, None], state)  # (K, 1, V)
-            logits = ban(out[:, -1], streams.banned)
+            logits, state = streams.single_step(ids, state)  # (K, V)
+            logits = ban(logits, streams.banned)
     return Sample(seed, vocab.decode(tokens[0].tolist()), float(scores[0]))
 
 

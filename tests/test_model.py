@@ -52,3 +52,28 @@ def test_detached_state_cuts_the_graph():
 def test_unknown_cell_is_refused():
     with pytest.raises(ValueError):
         ModelConfig(vocab_size=5, cell="transformer")
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_single_step_matches_the_torch_module(cell):
+    """Sampling's one-character step gives the logits and state nn.LSTM/GRU/RNN give."""
+    from charrnn.model import SingleStep
+
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=30, cell=cell, layers=3, hidden=40, embed=12)).eval()
+    ids = torch.randint(0, 30, (4, 15))
+    with torch.inference_mode():
+        whole, whole_state, _ = model(ids)
+        _, state, _ = model(ids[:, :1])
+        step = SingleStep(model)
+        logits = []
+        for t in range(1, ids.size(1)):
+            out, state = step(ids[:, t], state)
+            logits.append(out)
+    torch.testing.assert_close(torch.stack(logits, 1), whole[:, 1:], rtol=1e-5, atol=1e-5)
+    for got, want in zip(
+        state if cell == "lstm" else [state],
+        whole_state if cell == "lstm" else [whole_state],
+        strict=True,
+    ):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
