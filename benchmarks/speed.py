@@ -204,10 +204,8 @@ def main() -> None:
         report["quality"] = quality
         m = quality["median"]
         loss = f"{m['final_val_loss']:.4f} nats/char"
-        speed = f"{m['train_chars_per_s']:,.0f} chars/s"
-        rows.append(
-            (f"quality --time {a.quality_time}", f"median of {a.quality_runs}", loss, speed, "")
-        )
+        setting = f"median of {a.quality_runs}, {m['train_chars_per_s']:,.0f} chars/s"
+        rows.append((f"quality --time {a.quality_time}", setting, loss, "", ""))
 
     table = Table(title=f"charrnn speed ({report['machine']}, torch {torch.__version__})")
     for col in ("benchmark", "setting", "result", "share of matmul peak", "vs plain PyTorch"):

@@ -974,7 +974,7 @@ def sample(checkpoint, out, seed, seed_file, rng_seed, device, **options):
         show_seed = seed is not None
         if seed is None:
             seed = "\n"
-            if seed not in vocab:
+            if vocab.unknown(seed):
                 raise CharrnnError("the model has no newline character; give a --seed")
         seed = readable_seed(vocab, seed, o.unknown)
         if not seed:

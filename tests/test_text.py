@@ -253,6 +253,8 @@ def test_byte_tokenizer_trains_resumes_and_samples(tmp_path, run_cli, write_corp
     assert len(samples) == 3 and all(len(s["text"]) == 60 for s in samples)
     beam = run_cli("sample", "--checkpoint", out / "b", "--seed", "줄", "--beam", 3, "--length", 9)
     assert beam.stdout.startswith("줄")
+    unseeded = run_cli("sample", "--checkpoint", out / "b", "--length", 40, "--rng-seed", 2)
+    assert len(unseeded.stdout) in (40, 41)  # 40 characters, then a newline unless it ended one
 
 
 def test_a_corpus_folder_through_the_cli(tmp_path, run_cli):
