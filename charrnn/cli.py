@@ -321,8 +321,9 @@ RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     "--eval-every",
     type=click.IntRange(min=0),
     default=None,
-    help="Evaluate and save every N steps; 0: only at the end. Default: every 30 s or more, "
-    "so that evaluation takes about 5% of the time.",
+    help="Evaluate and save every N steps; 0: only at the end. Default: every 30 s, or "
+    "every pass over a small corpus, but so that evaluation takes at most about 5% of "
+    "the time.",
 )
 @click.option(
     "--eval-size",

@@ -431,9 +431,11 @@ class Trainer:
         """One optimizer step on the next window; None if it was skipped as non-finite."""
         if self.window == 0:
             self.state = None  # a new pass over the data starts from a zero state
-        x, y = self.batches.window(self.window)
-        x = torch.from_numpy(x).to(self.device, non_blocking=True)  # (B, T)
-        y = torch.from_numpy(y).to(self.device, non_blocking=True)  # (B, T)
+        x, y = (torch.from_numpy(a) for a in self.batches.window(self.window))  # (B, T) each
+        if self.device.type == "cuda":  # page-locked, so the copies can overlap the compute
+            x, y = x.pin_memory(), y.pin_memory()
+        x = x.to(self.device, non_blocking=True)
+        y = y.to(self.device, non_blocking=True)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with autocast(self.device, self.precision):
@@ -463,10 +465,21 @@ class Trainer:
             self.epoch += 1
         return loss_value if finite else None
 
+    def _auto_eval_interval(self, eval_seconds: float) -> float:
+        """Seconds between automatic evaluations: 30, or one pass over the training
+        split if that is quicker (a small corpus overfits within seconds, and best.pt
+        should catch its best moment), but never so often that evaluating and saving
+        take more than AUTO_EVAL_SHARE of the time."""
+        floor = AUTO_EVAL_MIN_INTERVAL
+        if self.step:
+            one_pass = self.train_seconds / self.step * self.batches.n_windows
+            floor = min(floor, one_pass)
+        return max(floor, eval_seconds / AUTO_EVAL_SHARE)
+
     def _eval_due(self, since_last_eval: float, eval_seconds: float) -> bool:
         every = self.config.eval_every
         if every is None:  # auto: by the clock, scaled to what an evaluation costs
-            return since_last_eval >= max(AUTO_EVAL_MIN_INTERVAL, eval_seconds / AUTO_EVAL_SHARE)
+            return since_last_eval >= self._auto_eval_interval(eval_seconds)
         return every > 0 and self.step % every == 0
 
     def _progress(self, elapsed: float) -> float:

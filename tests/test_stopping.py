@@ -140,3 +140,17 @@ def test_patience_needs_evaluations(write_corpus, run_cli):
     corpus = write_corpus(MIXED_TEXT * 30)
     result = run_cli("train", corpus, *TINY_MODEL, "--patience", 2, "--eval-every", 0, expect=1)
     assert "--patience needs evaluations" in result.stderr
+
+
+def test_a_small_corpus_is_evaluated_often_enough_to_catch_its_best(
+    tmp_path, run_cli, write_corpus
+):
+    """Automatic evaluation follows the passes over a small corpus, not a fixed 30 s."""
+    corpus = write_corpus(MIXED_TEXT * 30)
+    out = tmp_path / "ck"
+    run_cli("train", corpus, *TINY_MODEL, "--time", "4s", "--out", out, "--run", "small")
+    records = [
+        json.loads(line) for line in (out / "small" / "metrics.jsonl").read_text().splitlines()
+    ]
+    evals = [r for r in records if r["event"] == "eval"]
+    assert len(evals) >= 3
