@@ -6,7 +6,8 @@ One table, also written as JSON:
    hidden, through charrnn's Trainer step (fp32 and bf16 autocast) and through a
    plain PyTorch loop (embedding + nn.LSTM + linear + AdamW, fp32) timed in the
    same run. Achieved FLOP/s is given as a share of a 2048x2048 matmul measured
-   in the same run, in the same precision.
+   in the same run, in the same precision. Then the validation loss after equal
+   steps in each precision (3 seeds): bf16 must train as well as fp32.
 2. Sampling with a 2x512 LSTM: chars/s for 1 and 64 streams (library), and the
    time to the first generated character of `charrnn sample` as a new process.
 3. Quality: `benchmarks/quality.py` (`charrnn train CORPUS --time 3m`), if
@@ -102,6 +103,14 @@ def time_reference_loop(vocab: int, layers: int, hidden: int, steps: int, ids) -
     return BATCH * WINDOW / median_time(step, repeats=steps)
 
 
+def loss_at_equal_steps(corpus, precision: str, seed: int, steps: int, work: Path) -> float:
+    """Final validation loss (whole last 10%) of a 1x256 LSTM after `steps` steps."""
+    config = TrainConfig(max_steps=steps, eval_every=0, precision=precision, rng_seed=seed,
+                         device="cpu")  # fmt: skip
+    model = ModelConfig(vocab_size=len(corpus.vocab), layers=1, hidden=256, embed=EMBED)
+    return Trainer(corpus, model, config, work / f"eq-{precision}-{seed}").run().final_val_loss
+
+
 def sampling_speed(vocab, streams: int, length: int) -> float:
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(vocab_size=len(vocab), layers=2, hidden=512, embed=EMBED)).eval()
@@ -144,6 +153,8 @@ def main() -> None:
     p.add_argument("--corpus", type=Path, required=True)
     p.add_argument("--steps", type=int, default=10, help="timed training steps per setting")
     p.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    p.add_argument("--equal-steps", type=int, default=300,
+                   help="steps of the fp32-vs-bf16 loss check, 3 seeds each; 0: skip")  # fmt: skip
     p.add_argument("--quality-runs", type=int, default=3)
     p.add_argument("--quality-time", default="3m")
     p.add_argument("--json", type=Path, default=Path("build/bench.json"))
@@ -185,6 +196,18 @@ def main() -> None:
                 (f"train {layers}x{hidden}", "plain PyTorch fp32", f"{ref:,.0f} chars/s", "", "")
             )
             report["train"].append(entry)
+
+        if a.equal_steps:
+            report["equal_steps"] = {}
+            for precision in a.precisions:
+                console.print(f"{a.equal_steps} steps in {precision}, seeds 1-3")
+                losses = [loss_at_equal_steps(corpus, precision, seed, a.equal_steps, work)
+                          for seed in (1, 2, 3)]  # fmt: skip
+                report["equal_steps"][precision] = losses
+                shown = ", ".join(f"{v:.4f}" for v in losses)
+                rows.append(
+                    (f"val loss after {a.equal_steps} steps, 1x256", precision, shown, "", "")
+                )
 
         console.print("sampling")
         one, many = sampling_speed(vocab, 1, 2000), sampling_speed(vocab, 64, 300)
