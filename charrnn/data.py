@@ -121,12 +121,12 @@ def load_corpus(
         )
     key = _cache_key(sha, text, tokenizer, existing, val_frac)
     cache = (cache_dir or default_cache_dir()) / f"v{CACHE_VERSION}"
+    given = tuple(map(str, paths))
     if (hit := _read_cache(cache, key)) is not None:
         vocab, ids, meta = hit
         rare = RareCharacters(**meta["rare"]) if meta.get("rare") else None
-        return EncodedCorpus(
-            shown, sha, vocab, ids, True, meta["characters"], text, tokenizer, rare
-        )
+        chars = meta["characters"]
+        return EncodedCorpus(shown, sha, vocab, ids, True, chars, text, tokenizer, rare, given)
 
     def pieces(phase: str):
         return corpus_text(files, text, on_bytes=_phase(progress, phase, size))
@@ -146,7 +146,6 @@ def load_corpus(
     with _id_file(cache, key) as (f, finish):
         characters = write_ids(vocab, source, f)
         ids = finish(vocab, characters, rare)
-    given = tuple(map(str, paths))
     return EncodedCorpus(shown, sha, vocab, ids, False, characters, text, tokenizer, rare, given)
 
 
@@ -235,12 +234,15 @@ def write_ids(vocab: Tokenizer, source, f) -> int:
     return characters
 
 
-def whole_lines(pieces):
-    """Re-cut text pieces so each ends with a newline (the last may not)."""
+def whole_lines(pieces, limit: int = 1 << 24):
+    """Re-cut text pieces so each ends with a newline (the last may not), unless a
+    line runs past `limit` characters: memory stays bounded on one-line corpora."""
     held = ""
     for piece in pieces:
         held += piece
         cut = held.rfind("\n") + 1
+        if not cut and len(held) > limit:
+            cut = len(held)
         if cut:
             yield held[:cut]
             held = held[cut:]

@@ -21,6 +21,7 @@ import io
 import lzma
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,29 +92,21 @@ def describe_sources(paths: list[Path], files: list[Path]) -> str:
     return f"{', '.join(map(str, paths))} ({len(files)} files)"
 
 
+@contextmanager
 def _reading_errors(path: Path, what: str):
     """OSError -> CorpusError naming the file; decompression errors too."""
-
-    class Translate:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, kind, e, tb):
-            if e is None or isinstance(e, CorpusError):
-                return False
-            if isinstance(e, IsADirectoryError):
-                raise CorpusError(f"{what} {path}: is a directory, not a text file") from None
-            if isinstance(e, PermissionError):
-                raise CorpusError(f"{what} {path}: permission denied") from None
-            if isinstance(e, (EOFError, gzip.BadGzipFile, lzma.LZMAError)) or (
-                isinstance(e, OSError) and "Invalid data stream" in str(e)
-            ):
-                raise CorpusError(f"{what} {path}: the compressed file is damaged ({e})") from None
-            if isinstance(e, OSError):
-                raise CorpusError(f"{what} {path}: cannot read ({e.strerror or e})") from None
-            return False
-
-    return Translate()
+    try:
+        yield
+    except IsADirectoryError:
+        raise CorpusError(f"{what} {path}: is a directory, not a text file") from None
+    except PermissionError:
+        raise CorpusError(f"{what} {path}: permission denied") from None
+    except (EOFError, gzip.BadGzipFile, lzma.LZMAError) as e:
+        raise CorpusError(f"{what} {path}: the compressed file is damaged ({e})") from None
+    except OSError as e:
+        if "Invalid data stream" in str(e):  # bz2
+            raise CorpusError(f"{what} {path}: the compressed file is damaged ({e})") from None
+        raise CorpusError(f"{what} {path}: cannot read ({e.strerror or e})") from None
 
 
 def open_bytes(path: Path) -> tuple[io.BufferedIOBase, io.BufferedIOBase]:

@@ -269,3 +269,11 @@ def test_a_corpus_folder_through_the_cli(tmp_path, run_cli):
     assert config["corpus"] == [str(folder)] and config["data"]["tokenizer"] == "char"
     replay = run_cli("train", "--config", out / "d" / "config.json", "--out", out, "--run", "d2")
     assert "(3 files)" in replay.stderr and "cached encoding" in replay.stderr
+    assert json.loads((out / "d2" / "config.json").read_text())["corpus"] == [str(folder)]
+
+
+def test_whole_lines_recuts_at_newlines_and_bounds_long_lines():
+    from charrnn.data import whole_lines
+
+    assert list(whole_lines(["ab\ncd", "e\nf", "g"])) == ["ab\n", "cde\n", "fg"]
+    assert list(whole_lines(["x" * 5, "y" * 5, "\nz"], limit=8)) == ["xxxxxyyyyy", "\n", "z"]
