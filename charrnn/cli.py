@@ -254,7 +254,7 @@ RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 @click.option(
     "--seq-len",
     type=click.IntRange(min=1),
-    default=100,
+    default=50,
     show_default=True,
     help="Truncated-BPTT window: characters per stream per step.",
 )
@@ -268,16 +268,16 @@ RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 @click.option(
     "--lr",
     type=FiniteFloat(0, min_open=True),
-    default=5e-3,
+    default=7e-3,
     show_default=True,
     help="Peak learning rate (AdamW).",
 )
 @click.option(
     "--warmup-steps",
     type=click.IntRange(min=0),
-    default=50,
+    default=200,
     show_default=True,
-    help="Steps of linear warmup before the cosine decay.",
+    help="Steps of linear warmup before the cosine decay (at most a tenth of --max-steps).",
 )
 @click.option(
     "--weight-decay",
@@ -289,7 +289,7 @@ RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 @click.option(
     "--min-lr-frac",
     type=FiniteFloat(0, 1),
-    default=0.1,
+    default=0.02,
     show_default=True,
     help="The cosine decay ends at this share of --lr.",
 )

@@ -59,10 +59,10 @@ LN2 = math.log(2)
 @dataclass
 class TrainConfig:
     batch_size: int = 32
-    seq_len: int = 100
-    lr: float = 5e-3
-    min_lr_frac: float = 0.1
-    warmup_steps: int = 50
+    seq_len: int = 50
+    lr: float = 7e-3
+    min_lr_frac: float = 0.02
+    warmup_steps: int = 200  # at most a tenth of max_steps, when that is given
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     val_frac: float = 0.1
@@ -501,7 +501,10 @@ class Trainer:
 
     def _lr(self, elapsed: float) -> float:
         cfg = self.config
-        warmup = min(1.0, (self.step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+        warmup_steps = cfg.warmup_steps
+        if cfg.max_steps:  # a short run should not spend itself warming up
+            warmup_steps = min(warmup_steps, max(1, cfg.max_steps // 10))
+        warmup = min(1.0, (self.step + 1) / warmup_steps) if warmup_steps else 1.0
         cosine = 0.5 * (1 + math.cos(math.pi * self._progress(elapsed)))
         return cfg.lr * warmup * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * cosine)
 
