@@ -289,7 +289,7 @@ class CharVocab(Tokenizer):
         return {"kind": "char", "chars": self.chars, "unk": self.unk, **self._text_dict()}
 
     def describe(self) -> str:
-        return f"{len(self)} characters" + (f" (with {UNK})" if self.unk else "")
+        return f"{len(self)} distinct characters" + (f" (with {UNK})" if self.unk else "")
 
 
 # ---------------------------------------------------------------- byte
