@@ -75,10 +75,15 @@ def _first_sentence(e: Exception) -> str:
     return text.splitlines()[0].split(". ")[0][:120]
 
 
+def restore_tokenizer(ckpt: dict) -> Tokenizer:
+    """The tokenizer stored in a loaded checkpoint (no weights are touched)."""
+    return tokenizer_from_dict(ckpt["vocab"])
+
+
 def restore_model(ckpt: dict, device: str | torch.device = "cpu") -> tuple[CharRNN, Tokenizer]:
     """The model (in eval mode) and tokenizer stored in a loaded checkpoint."""
     try:
-        vocab = tokenizer_from_dict(ckpt["vocab"])
+        vocab = restore_tokenizer(ckpt)
         if len(vocab) != ckpt["model_config"]["vocab_size"]:
             raise ValueError(
                 f"{len(vocab)} symbols for a model of {ckpt['model_config']['vocab_size']}"

@@ -146,8 +146,6 @@ def main():
 MODEL_OPTIONS = ("cell", "layers", "hidden", "embed", "dropout")
 TEXT_OPTIONS = ("encoding", "errors", "normalize", "keep_line_ends")
 TOKENIZER_OPTIONS = ("tokenizer", "min_count", "sp_type", "vocab_size", "coverage")
-# what a checkpoint from before tokenizers were options was trained with
-OLD_TEXT = {"normalize": "none", "keep_line_ends": True}
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -425,6 +423,7 @@ def train(ctx, corpus, run_name, out, resume, **options):
       charrnn train big.txt.xz --tokenizer byte --time 1h
     """
     with user_errors():
+        from charrnn.checkpoint import restore_tokenizer
         from charrnn.data import load_corpus
         from charrnn.train import Trainer
 
@@ -578,30 +577,30 @@ def refuse_existing_run(run_dir: Path) -> None:
         )
 
 
-def restore_tokenizer(ckpt: dict):
-    from charrnn.tokenizers import tokenizer_from_dict
-
-    return tokenizer_from_dict(ckpt["vocab"])
+def option_clashes(options: dict, given: set[str], stored: dict, names) -> list[str]:
+    """`--name value (checkpoint has other)` for each option given on the command line
+    that disagrees with what a resumed checkpoint stores."""
+    return [
+        f"--{name.replace('_', '-')} {options[name]} (checkpoint has {stored[name]})"
+        for name in names
+        if name in given and name in stored and options[name] != stored[name]
+    ]
 
 
 def data_configs(options: dict, given: set[str], ckpt: dict | None):
     """Text and tokenizer configs from the options, or from the checkpoint when resuming
     (where an option given on the command line must agree with it)."""
     from charrnn.sources import TextConfig
-    from charrnn.tokenizers import TokenizerConfig
+    from charrnn.tokenizers import LEGACY_TEXT, TokenizerConfig
 
     chosen = {k: options[k] for k in TEXT_OPTIONS + TOKENIZER_OPTIONS}
     chosen["kind"] = chosen.pop("tokenizer")
     if ckpt is not None:
-        stored = {**OLD_TEXT, **ckpt.get("text_config", {})}
+        stored = {**LEGACY_TEXT, **ckpt.get("text_config", {})}
         stored.update(ckpt.get("tokenizer_config", {"kind": ckpt["vocab"]["kind"]}))
         stored["encoding"] = chosen["encoding"]  # how the files are stored may change
-        clashes = []
-        for option in given.intersection(TEXT_OPTIONS + TOKENIZER_OPTIONS):
-            key = "kind" if option == "tokenizer" else option
-            if options[option] != stored.get(key, options[option]):
-                name = option.replace("_", "-")
-                clashes.append(f"--{name} {options[option]} (checkpoint has {stored[key]})")
+        stored["tokenizer"] = stored["kind"]
+        clashes = option_clashes(options, given, stored, TEXT_OPTIONS + TOKENIZER_OPTIONS)
         if clashes:
             raise CharrnnError(f"cannot resume {ckpt['path']} with {', '.join(clashes)}")
         chosen = {**chosen, **{k: v for k, v in stored.items() if k in chosen}}
@@ -659,11 +658,7 @@ def resolve_configs(corpus, options: dict, given: set[str], ckpt: dict | None):
         return (ModelConfig(vocab_size=len(corpus.vocab), **model_opts), TrainConfig(**train_opts))
 
     stored_model = ckpt["model_config"]
-    clashes = [
-        f"--{k} {model_opts[k]} (checkpoint has {stored_model[k]})"
-        for k in MODEL_OPTIONS
-        if k in given and model_opts[k] != stored_model[k]
-    ]
+    clashes = option_clashes(options, given, stored_model, MODEL_OPTIONS)
     if clashes:
         raise CharrnnError(
             f"cannot resume {ckpt['path']} with a different model: {', '.join(clashes)}"
@@ -951,9 +946,9 @@ def sample(checkpoint, out, seed, seed_file, rng_seed, device, **options):
     """
     with user_errors():
         from charrnn.checkpoint import load_checkpoint, newest_checkpoint, restore_model
-        from charrnn.data import read_text
         from charrnn.model import resolve_device
         from charrnn.sample import SampleConfig
+        from charrnn.sources import read_text
 
         o = SimpleNamespace(**options)
         if seed is not None and seed_file is not None:
@@ -1138,8 +1133,8 @@ def eval_command(textfile, checkpoint, out, device, as_json):
     """
     with user_errors():
         from charrnn.checkpoint import load_checkpoint, newest_checkpoint, restore_model
-        from charrnn.data import read_text
         from charrnn.model import resolve_device
+        from charrnn.sources import read_text
         from charrnn.train import score_text
 
         text = read_text(textfile, "text file")
@@ -1294,8 +1289,9 @@ def info_command(checkpoint, out, as_json):
       charrnn info checkpoints/shakespeare --json
     """
     with user_errors():
-        from charrnn.checkpoint import load_checkpoint, newest_checkpoint
+        from charrnn.checkpoint import load_checkpoint, newest_checkpoint, restore_tokenizer
         from charrnn.runs import summarize_checkpoint
+        from charrnn.tokenizers import LEGACY_TEXT
 
         path = checkpoint if checkpoint is not None else newest_checkpoint(out)
         ckpt = load_checkpoint(path, mmap=True)
@@ -1310,7 +1306,7 @@ def info_command(checkpoint, out, as_json):
             "tokenizer": vocab.kind,
             "vocab_size": len(vocab),
             "vocab": vocab.chars if vocab.kind == "char" else None,
-            "text_config": ckpt.get("text_config", OLD_TEXT),
+            "text_config": ckpt.get("text_config", LEGACY_TEXT),
             "tokenizer_config": ckpt.get("tokenizer_config", {"kind": vocab.kind}),
             "model_config": ckpt["model_config"],
             "train_config": ckpt.get("train_config", {}),

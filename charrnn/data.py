@@ -29,6 +29,7 @@ from charrnn.tokenizers import (
     MAX_CODE_POINT,
     ByteVocab,
     CharVocab,
+    SentencePieceVocab,
     Tokenizer,
     TokenizerConfig,
     code_points,
@@ -139,7 +140,7 @@ def load_corpus(
     elif tokenizer.kind == "byte":
         vocab, retained = ByteVocab(text.normalize, text.keep_line_ends), None
     else:
-        head = training_head(files, text, val_frac, progress)
+        head = training_head(files, size, text, val_frac, progress)
         vocab = train_sentencepiece(lines_of(head), tokenizer, text.normalize, text.keep_line_ends)
         retained = None
     source = retained if retained is not None else pieces("encoding")
@@ -228,7 +229,9 @@ def write_ids(vocab: Tokenizer, source, f) -> int:
             f.write(ids.astype(vocab.dtype, copy=False).tobytes())
             characters += len(cps)
         return characters
-    for block in whole_lines(source):  # SentencePiece should see whole lines
+    if isinstance(vocab, SentencePieceVocab):  # it should see whole lines; bytes need not
+        source = whole_lines(source)
+    for block in source:
         f.write(vocab.encode_prepared(block).tobytes())
         characters += len(block)
     return characters
@@ -255,10 +258,9 @@ def lines_of(pieces):
         yield from block.split("\n")
 
 
-def training_head(files, text: TextConfig, val_frac: float, progress: Progress | None):
-    """The prepared text of about the first (1 - val_frac) of the stored bytes: the
-    tokenizer learns from the training split, not from the validation text."""
-    size = total_bytes(files)
+def training_head(files, size: int, text: TextConfig, val_frac: float, progress):
+    """The prepared text of about the first (1 - val_frac) of the `size` stored bytes:
+    the tokenizer learns from the training split, not from the validation text."""
     limit, done = size * (1 - val_frac), 0
     report = _phase(progress, "training tokenizer", size)
 

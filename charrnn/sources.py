@@ -176,31 +176,39 @@ def file_text(
     with _reading_errors(path, what):
         raw, f = open_bytes(path)
         with raw, f:
-            data = f.read(max(chunk_bytes, SNIFF_BYTES))
-            check_not_binary(data[:SNIFF_BYTES], path, config, what)
-            offset = 0
-            if config.is_utf8 and data.startswith(UTF8_BOM):
-                data, offset = data[len(UTF8_BOM) :], len(UTF8_BOM)
-            decoder = codecs.getincrementaldecoder(config.encoding)(errors=config.errors)
-            held, read_so_far = "", 0
-            while True:
-                final = not data
-                waiting = len(decoder.getstate()[0])  # bytes of a character split by the chunk
-                try:
-                    text = decoder.decode(data, final=final)
-                except UnicodeDecodeError as e:
-                    start = offset - waiting + e.start
-                    raise decode_error(path, config, start, e.object[e.start :], what) from None
-                offset += len(data)
-                if on_bytes:  # progress in stored (compressed) bytes, which is what the total is
-                    on_bytes(raw.tell() - read_so_far)
-                    read_so_far = raw.tell()
+            held = ""
+            for text, final in _decoded_chunks(raw, f, path, config, what, chunk_bytes, on_bytes):
                 ready, held = safe_cut(held + text, final)
                 if ready:
                     yield prepare_text(ready, config.normalize, config.keep_line_ends)
-                if final:
-                    return
-                data = f.read(chunk_bytes)
+
+
+def _decoded_chunks(raw, f, path: Path, config: TextConfig, what: str, chunk_bytes, on_bytes):
+    """(text, is it the last) for each chunk of `f`, the file's content; `raw` is the
+    file as stored, for progress. A decoding error names its byte offset."""
+    data = f.read(max(chunk_bytes, SNIFF_BYTES))
+    check_not_binary(data[:SNIFF_BYTES], path, config, what)
+    offset = 0
+    if config.is_utf8 and data.startswith(UTF8_BOM):
+        data, offset = data[len(UTF8_BOM) :], len(UTF8_BOM)
+    decoder = codecs.getincrementaldecoder(config.encoding)(errors=config.errors)
+    read_so_far = 0
+    while True:
+        final = not data
+        waiting = len(decoder.getstate()[0])  # bytes of a character split by the chunk
+        try:
+            text = decoder.decode(data, final=final)
+        except UnicodeDecodeError as e:
+            start = offset - waiting + e.start
+            raise decode_error(path, config, start, e.object[e.start :], what) from None
+        offset += len(data)
+        if on_bytes:  # progress in stored (compressed) bytes, which is what the total is
+            on_bytes(raw.tell() - read_so_far)
+            read_so_far = raw.tell()
+        yield text, final
+        if final:
+            return
+        data = f.read(chunk_bytes)
 
 
 def safe_cut(text: str, final: bool) -> tuple[str, str]:

@@ -19,6 +19,7 @@ import os
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -30,6 +31,8 @@ NORMALIZE = ("nfc", "nfkc", "none")
 UNK = "<unk>"
 REPLACEMENT = "\ufffd"
 MAX_CODE_POINT = 0x10FFFF
+# how a checkpoint from before text preparation was an option read its text
+LEGACY_TEXT = {"normalize": "none", "keep_line_ends": True}
 SP_SENTENCES = 1_000_000  # lines SentencePiece trains on at most (sampled); bounds its memory
 SP_RANDOM_SEED = 1  # SentencePiece samples and shuffles lines of large corpora
 SP_PARALLEL_CHARS = 1 << 20  # texts longer than this are encoded on several threads
@@ -145,7 +148,7 @@ class Tokenizer:
     def dtype(self) -> np.dtype:
         return smallest_uint_dtype(len(self))
 
-    @property
+    @cached_property
     def special_ids(self) -> list[int]:
         """Ids that are not text (<unk>, control pieces); sampling never draws them."""
         return []
@@ -164,7 +167,7 @@ class Tokenizer:
         """The distinct characters of `text` this tokenizer cannot encode, sorted."""
         return []
 
-    @property
+    @cached_property
     def token_bytes(self) -> list[bytes]:
         raise NotImplementedError
 
@@ -229,7 +232,7 @@ class CharVocab(Tokenizer):
     def unk_id(self) -> int | None:
         return len(self.chars) if self.unk else None
 
-    @property
+    @cached_property
     def special_ids(self) -> list[int]:
         return [self.unk_id] if self.unk else []
 
@@ -269,11 +272,11 @@ class CharVocab(Tokenizer):
         table[self._cps] = np.arange(len(self.chars))
         return table
 
-    @property
+    @cached_property
     def symbols(self) -> list[str]:
         return list(self.chars) + ([REPLACEMENT] if self.unk else [])
 
-    @property
+    @cached_property
     def token_bytes(self) -> list[bytes]:
         return [utf8(s) for s in self.symbols]
 
@@ -309,7 +312,7 @@ class ByteVocab(Tokenizer):
     def encode_prepared(self, text: str) -> np.ndarray:
         return np.frombuffer(utf8(text), dtype=np.uint8)
 
-    @property
+    @cached_property
     def token_bytes(self) -> list[bytes]:
         return [bytes([i]) for i in range(256)]
 
@@ -350,7 +353,7 @@ class SentencePieceVocab(Tokenizer):
     def __len__(self) -> int:
         return self.sp.get_piece_size()
 
-    @property
+    @cached_property
     def special_ids(self) -> list[int]:
         sp = self.sp
         return [i for i in range(len(self)) if sp.is_unknown(i) or sp.is_control(i)]
@@ -365,7 +368,7 @@ class SentencePieceVocab(Tokenizer):
         encoded = self.sp.encode(parts, num_threads=threads)
         return np.concatenate([np.asarray(ids, dtype=self.dtype) for ids in encoded])
 
-    @property
+    @cached_property
     def token_bytes(self) -> list[bytes]:
         sp, out = self.sp, []
         for i in range(len(self)):
@@ -461,10 +464,7 @@ def tokenizer_from_dict(d: dict) -> Tokenizer:
     """The tokenizer a checkpoint stores. Checkpoints from before tokenizers had
     options hold a bare {"kind": "char", "chars"}: their text was not prepared."""
     kind = d.get("kind")
-    text = {
-        "normalize": d.get("normalize", "none"),
-        "keep_line_ends": d.get("keep_line_ends", True),
-    }
+    text = {key: d.get(key, default) for key, default in LEGACY_TEXT.items()}
     if text["normalize"] not in NORMALIZE:
         raise CharrnnError(f"unknown normalisation {text['normalize']!r}")
     if kind == "char":
