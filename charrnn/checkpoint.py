@@ -10,6 +10,9 @@ step, data position, carried state, RNG states).
 from __future__ import annotations
 
 import os
+import pickle
+import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -22,6 +25,9 @@ from charrnn.tokenizers import Tokenizer, tokenizer_from_dict
 FORMAT = "charrnn"
 FORMAT_VERSION = 2  # 2: byte and SentencePiece tokenizers, text preparation
 BEST, LAST = "best.pt", "last.pt"
+ZIP_MAGIC = b"PK\x03\x04"
+# how torch's weights-only unpickler names a global it would not import
+UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
 def save_checkpoint(payload: dict, path: Path) -> None:
@@ -44,14 +50,15 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", mmap: bool = Fa
         path = found
     if not path.exists():
         raise CheckpointError(f"checkpoint {path}: no such file")
+    _check_container(path)
+    if not mmap:  # a mapped read wants only the configs, not a pass over every byte
+        _check_checksums(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except PermissionError:
         raise CheckpointError(f"checkpoint {path}: permission denied") from None
     except Exception as e:
-        raise CheckpointError(
-            f"checkpoint {path} is damaged or not a charrnn checkpoint ({_first_sentence(e)})"
-        ) from None
+        raise _load_error(path, e) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path} is not a charrnn checkpoint")
     version = ckpt.get("format_version")
@@ -65,6 +72,54 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", mmap: bool = Fa
         raise CheckpointError(f"checkpoint {path} is damaged (missing {', '.join(missing)})")
     ckpt["path"] = str(path)
     return ckpt
+
+
+def _check_container(path: Path) -> None:
+    """Refuse, before torch reads it, a file that cannot be a checkpoint at all."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(ZIP_MAGIC))
+    except PermissionError:
+        raise CheckpointError(f"checkpoint {path}: permission denied") from None
+    if not head:
+        raise CheckpointError(f"checkpoint {path} is damaged: the file is empty")
+    if head != ZIP_MAGIC:  # torch.save has written zip archives since PyTorch 1.6
+        raise CheckpointError(
+            f"checkpoint {path} is not a charrnn checkpoint (not a PyTorch zip archive)"
+        )
+
+
+def _check_checksums(path: Path) -> None:
+    """torch.load does not check the zip's CRC-32s, so a flipped byte in the
+    weights would load silently; this reads the file once more to catch it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except zipfile.BadZipFile:  # no end-of-archive record: the tail of the file is gone
+        raise CheckpointError(
+            f"checkpoint {path} is damaged: cut short (the end of the zip archive is missing)"
+        ) from None
+    except (EOFError, OSError, ValueError) as e:
+        raise CheckpointError(
+            f"checkpoint {path} is damaged: cut short or corrupted ({_first_sentence(e)})"
+        ) from None
+    if bad is not None:
+        raise CheckpointError(
+            f"checkpoint {path} is damaged: cut short or corrupted ({bad} fails its checksum)"
+        )
+
+
+def _load_error(path: Path, e: Exception) -> CheckpointError:
+    """What went wrong inside torch.load, in one line."""
+    text = str(e)
+    if isinstance(e, pickle.UnpicklingError) and (m := UNSAFE_GLOBAL.search(text)):
+        return CheckpointError(
+            f"checkpoint {path} is refused: it holds a Python object ({m.group(1)}) that could "
+            f"run code when loaded; charrnn loads only tensors and plain data"
+        )
+    return CheckpointError(
+        f"checkpoint {path} is damaged: cut short or corrupted ({_first_sentence(e)})"
+    )
 
 
 def _first_sentence(e: Exception) -> str:

@@ -54,6 +54,11 @@ def user_errors():
         yield
     except CharrnnError as e:
         raise UserError(str(e)) from None
+    except OSError as e:  # the machine's fault, not ours: a full disk, a vanished folder
+        from charrnn.files import describe_os_error
+
+        where = f"{e.filename}: " if e.filename else ""
+        raise UserError(f"{where}{describe_os_error(e)}") from None
     except KeyboardInterrupt:
         console.print("[yellow]aborted[/]")
         sys.exit(EXIT_SIGINT)
@@ -425,6 +430,7 @@ def train(ctx, corpus, run_name, out, resume, **options):
     with user_errors():
         from charrnn.checkpoint import restore_tokenizer
         from charrnn.data import load_corpus
+        from charrnn.files import check_run_free
         from charrnn.train import Trainer
 
         if run_name is not None and not RUN_NAME.match(run_name):
@@ -435,6 +441,8 @@ def train(ctx, corpus, run_name, out, resume, **options):
             out = run_dir.parent
         else:
             run_dir, ckpt = out / (run_name or default_run_name(corpus[0], out)), None
+        check_run_free(run_dir)  # Trainer.run holds the lock; this refuses before slow work
+        if ckpt is None:
             refuse_existing_run(run_dir)
 
         text_config, tokenizer_config = data_configs(options, given, ckpt)

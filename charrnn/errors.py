@@ -27,3 +27,17 @@ class UnknownCharactersError(CharrnnError):
         super().__init__(
             f"{what} has {len(unknown)} character(s) the model never saw: {shown}{more}"
         )
+
+
+class WriteError(CharrnnError, OSError):
+    """A file could not be written: a full disk, a size limit, a read-only folder.
+
+    It is still an OSError, so code that falls back when a cache is unwritable
+    keeps working."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
+
+
+class RunInUseError(CharrnnError):
+    """Another process is training into the same run folder."""

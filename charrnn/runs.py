@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from charrnn.errors import CharrnnError
-from charrnn.files import atomic_write
+from charrnn.files import atomic_write, write_error
 
 CONFIG, METRICS, PLOT = "config.json", "metrics.jsonl", "loss.png"
 
@@ -137,12 +137,18 @@ class MetricsLog:
 
     def write(self, record: dict) -> None:
         clean = {k: _json_number(v) for k, v in record.items()}
-        self.file.write(json.dumps(clean) + "\n")
-        self.file.flush()
+        try:
+            self.file.write(json.dumps(clean) + "\n")
+            self.file.flush()
+        except OSError as e:
+            raise write_error(self.path, e) from None
 
     def close(self) -> None:
         if self.file is not None:
-            self.file.close()
+            try:
+                self.file.close()
+            except OSError:  # a failed write already said why; the lines are lost either way
+                pass
             self.file = None
 
 

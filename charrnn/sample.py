@@ -20,6 +20,8 @@ from charrnn.errors import CharrnnError, UnknownCharactersError
 from charrnn.model import CharRNN, SingleStep, State
 from charrnn.tokenizers import Tokenizer
 
+FEED_WINDOW = 4096  # seed ids per forward pass while priming
+
 
 @dataclass(frozen=True)
 class SampleConfig:
@@ -153,7 +155,9 @@ class Streams:
             self.pending = None
         if ids.size(1) == 0:
             return
-        logits, self.state, _ = self.model(ids, self.state)  # (B, S, V)
+        # in windows, so a megabyte seed never holds (B, S, V) logits at once
+        for window in ids.split(FEED_WINDOW, dim=1):
+            logits, self.state, _ = self.model(window, self.state)  # (B, W, V)
         self.logits = logits[:, -1]
 
     def expand(self, n: int) -> None:

@@ -233,7 +233,7 @@ def corpus_text(
 ) -> Iterator[str]:
     """All files' prepared text, in pieces, with a blank line between files."""
     tail = ""  # the last two characters written, to make the blank line exact
-    written = False
+    written = visible = False
     for path in files:
         first = True
         for piece in file_text(path, config, "corpus", chunk_bytes, on_bytes):
@@ -243,11 +243,14 @@ def corpus_text(
                 newlines = len(tail) - len(tail.rstrip("\n"))
                 yield FILE_SEPARATOR[: max(0, 2 - newlines)]
             first, written = False, True
+            visible = visible or not piece.isspace()  # stops at the first letter
             tail = (tail + piece)[-2:]
             yield piece
+    names = files[0] if len(files) == 1 else f"{len(files)} files"
     if not written:
-        names = files[0] if len(files) == 1 else f"{len(files)} files"
         raise CorpusError(f"corpus {names}: the file is empty")
+    if not visible:
+        raise CorpusError(f"corpus {names}: the text is only whitespace")
 
 
 def read_text(path: str | os.PathLike, what: str = "file", config: TextConfig | None = None) -> str:

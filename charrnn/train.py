@@ -35,7 +35,7 @@ from charrnn.data import (
     split_train_val,
 )
 from charrnn.errors import CharrnnError
-from charrnn.files import remove_stale_temp_files
+from charrnn.files import RunLock, remove_stale_temp_files
 from charrnn.model import (
     CharRNN,
     ModelConfig,
@@ -346,14 +346,15 @@ class Trainer:
         self.stop_requested = True
 
     def run(self) -> TrainResult:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temp_files(self.run_dir)
-        write_run_config(self.run_dir, self._run_config())
-        self.metrics.open(up_to_step=self.step)
-        try:
-            return self._run()
-        finally:
-            self.metrics.close()
+        # the lock comes first: the temp files removed next must not be a live trainer's
+        with RunLock(self.run_dir):
+            remove_stale_temp_files(self.run_dir)
+            write_run_config(self.run_dir, self._run_config())
+            self.metrics.open(up_to_step=self.step)
+            try:
+                return self._run()
+            finally:
+                self.metrics.close()
 
     def done_reason(self) -> str | None:
         """Why this run cannot go on as configured: "length", "patience" or None."""

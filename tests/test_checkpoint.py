@@ -10,7 +10,7 @@ from charrnn.checkpoint import (
     restore_model,
     save_checkpoint,
 )
-from charrnn.errors import CheckpointError
+from charrnn.errors import CheckpointError, WriteError
 from charrnn.model import CharRNN, ModelConfig
 from charrnn.tokenizers import CharVocab
 
@@ -64,10 +64,16 @@ def test_newest_checkpoint_picks_the_latest_run(tmp_path):
 @pytest.mark.parametrize(
     "make_bad,message",
     [
-        (lambda good: good[: len(good) // 2], "damaged or not a charrnn checkpoint"),
-        (lambda good: os.urandom(4096), "damaged or not a charrnn checkpoint"),
-        (lambda good: b"just some text\n", "damaged or not a charrnn checkpoint"),
-        (lambda good: b"", "damaged or not a charrnn checkpoint"),
+        (lambda good: good[: len(good) // 2], "is damaged: cut short"),
+        (lambda good: good[:-100], "is damaged: cut short"),
+        (
+            lambda good: good[:4000] + bytes(1000) + good[5000:],
+            "is damaged: cut short or corrupted",
+        ),
+        (lambda good: b"PK\x03\x04" + os.urandom(4096), "is damaged: cut short"),
+        (lambda good: os.urandom(4096), "not a charrnn checkpoint \\(not a PyTorch zip archive"),
+        (lambda good: b"just some text\n", "not a charrnn checkpoint \\(not a PyTorch zip archive"),
+        (lambda good: b"", "is damaged: the file is empty"),
     ],
 )
 def test_damaged_files_give_a_clear_error(tmp_path, make_bad, message):
@@ -108,7 +114,7 @@ def test_a_pickle_that_runs_code_is_refused_and_never_runs(tmp_path):
     target = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
     torch.save({"format": "charrnn", "format_version": 1, "x": _Payload(target)}, path)
-    with pytest.raises(CheckpointError, match="damaged or not a charrnn checkpoint"):
+    with pytest.raises(CheckpointError, match=r"is refused: it holds a Python object \(\S*open\)"):
         load_checkpoint(path)
     assert not target.exists()
 
@@ -123,7 +129,10 @@ def test_a_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(
+        WriteError,
+        match="cannot write .*last.pt: no space left on device; the previous version is intact",
+    ):
         save_checkpoint({**payload, "step": 2}, path)
     monkeypatch.undo()
     assert load_checkpoint(path)["step"] == 1

@@ -163,7 +163,7 @@ def test_missing_or_damaged_checkpoint(tmp_path, run_cli):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(os.urandom(1000))
     result = run_cli("sample", "--checkpoint", bad, expect=1)
-    assert "damaged or not a charrnn checkpoint" in one_line_error(result)
+    assert "is not a charrnn checkpoint (not a PyTorch zip archive)" in one_line_error(result)
 
 
 @pytest.mark.parametrize(
