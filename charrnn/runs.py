@@ -13,6 +13,7 @@ This module imports neither torch nor numpy at load time.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import math
@@ -145,10 +146,9 @@ class MetricsLog:
 
     def close(self) -> None:
         if self.file is not None:
-            try:
+            # a failed write already said why; its lines are lost either way
+            with contextlib.suppress(OSError):
                 self.file.close()
-            except OSError:  # a failed write already said why; the lines are lost either way
-                pass
             self.file = None
 
 

@@ -147,7 +147,8 @@ def test_runs_reports_an_empty_folder_and_skips_a_damaged_run(tmp_path, two_runs
     _, out = two_runs
     (out / "small" / "last.pt").write_bytes(b"garbage")
     result = run_cli("runs", "--out", out)
-    assert "wider" in result.stderr and "skipped" in result.stderr and "not a charrnn checkpoint" in result.stderr
+    assert "wider" in result.stderr and "skipped" in result.stderr
+    assert "not a charrnn checkpoint" in result.stderr
 
 
 def test_info_describes_a_checkpoint(two_runs, run_cli):
