@@ -224,7 +224,7 @@ def list_runs(out_dir: Path) -> tuple[list[RunSummary], list[tuple[Path, str]]]:
         if not path.is_file():
             continue
         try:
-            s = summarize_checkpoint(load_checkpoint(path, mmap=True))
+            s = summarize_checkpoint(load_checkpoint(path, mmap=True, verify=False))
         except CharrnnError as e:
             unreadable.append((run_dir, str(e)))
             continue
