@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn.errors import CorpusError, UnknownCharactersError
-from charrnn.files import atomic_write
+from charrnn.errors import CorpusError, UnknownCharactersError, WriteError
+from charrnn.files import atomic_write, describe_os_error
 from charrnn.sources import (  # noqa: F401 (re-exported)
     TextConfig,
     corpus_files,
@@ -324,6 +324,15 @@ def _id_file(cache: Path, key: str):
     try:
         with os.fdopen(fd, "wb") as f:
             yield f, finish
+    except WriteError:
+        raise
+    except OSError as e:  # a full disk while encoding: say where, and how to move it
+        where = "the encoding cache" if cached else "a temporary file"
+        raise WriteError(
+            e.errno,
+            f"cannot write the encoded corpus to {where} ({tmp.parent}): "
+            f"{describe_os_error(e)}; set CHARRNN_CACHE_DIR to a folder with room",
+        ) from None
     finally:
         if tmp.exists() and tmp.name.startswith((".tmp-", "charrnn-ids-")):
             tmp.unlink(missing_ok=True)

@@ -26,6 +26,7 @@ import pytest
 import torch
 
 from charrnn.checkpoint import FORMAT_VERSION, load_checkpoint
+from charrnn.data import CACHE_VERSION
 from tests.conftest import MIXED_TEXT, TINY_MODEL
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -39,9 +40,14 @@ def charrnn_cmd(*args) -> list[str]:
     return [sys.executable, "-m", "charrnn", *map(str, args)]
 
 
-def run(work: Path, *args, **kwargs) -> subprocess.CompletedProcess:
+def run(work: Path, *args, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
-        charrnn_cmd(*args), cwd=work, env=env_for(work), capture_output=True, text=True, **kwargs
+        charrnn_cmd(*args),
+        cwd=work,
+        env=env_for(work),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -477,6 +483,26 @@ def test_a_full_disk_while_saving_keeps_the_old_checkpoints(work):
     assert load_checkpoint(run_dir / "last.pt")["step"] == 60
 
 
+def test_a_full_disk_while_encoding_says_where_and_leaves_no_partial_cache(tmp_path):
+    (tmp_path / "corpus.txt").write_text(MIXED_TEXT * 300, encoding="utf-8")  # 60k ids
+    limit = 20 * 1024
+    result = subprocess.run(
+        charrnn_cmd("train", "corpus.txt", "--max-steps", "1"),
+        cwd=tmp_path,
+        env=env_for(tmp_path),
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+    )
+    cache = tmp_path / "cache" / f"v{CACHE_VERSION}"
+    assert the_error(result) == (
+        f"error: cannot write the encoded corpus to the encoding cache ({cache}): "
+        f"file too large; set CHARRNN_CACHE_DIR to a folder with room"
+    )
+    assert list(cache.iterdir()) == []  # no partial ids file that a later run could trust
+    assert not (tmp_path / "checkpoints").exists()
+
+
 @pytest.mark.skipif(IS_ROOT, reason="root writes into read-only folders")
 def test_a_read_only_run_folder_keeps_the_old_checkpoints(work):
     run_dir = fresh_copy_of_tiny(work, "readonly")
@@ -511,20 +537,19 @@ def test_a_second_trainer_into_the_same_run_is_refused(work):
         for line in first.stderr:  # the loop (and so the lock) has started
             if line.startswith("params"):
                 break
-        lock = run_dir / ".train.lock"
-        deadline = time.monotonic() + 30
-        while lock.read_text().strip() != str(first.pid):
-            assert time.monotonic() < deadline, "the lock never named the first trainer"
+        lock, last = run_dir / ".train.lock", run_dir / "last.pt"
+        deadline = time.monotonic() + 60
+        # the lock names the first trainer, and it has saved (so --resume has a target)
+        while lock.read_text().strip() != str(first.pid) or not last.exists():
+            assert time.monotonic() < deadline, "the first trainer never locked and saved"
+            assert first.poll() is None, "the first trainer ended early"
             time.sleep(0.01)
         message = (
             f"error: run checkpoints/busy is being trained by another process (pid {first.pid}); "
             f"wait for it to finish, or pick another --run name"
         )
         for args in (["--run", "busy", *TINY_MODEL], ["--resume", "busy"]):
-            second = run(work, "train", "corpus.txt", *args)
-            if "--resume" in args and "nothing to resume" in second.stderr:
-                continue  # the first has not saved last.pt yet; --run covers the lock
-            assert the_error(second) == message
+            assert the_error(run(work, "train", "corpus.txt", *args)) == message
         assert first.poll() is None  # the first trainer was not disturbed
     finally:
         first.send_signal(signal.SIGINT)
