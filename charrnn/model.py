@@ -147,6 +147,16 @@ class SingleStep:
         return logits, ((h_out, torch.stack(new_c)) if lstm else h_out)
 
 
+def zero_where(state: State | None, condition: torch.Tensor) -> State | None:
+    """The state, or zeros (a fresh start) where `condition` () holds, decided on the
+    device: NaN * 0 is NaN, so a multiply could not clear a poisoned state."""
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(torch.where(condition, 0.0, s) for s in state)
+    return torch.where(condition, 0.0, state)
+
+
 def detach_state(state: State | None) -> State | None:
     """Cut the graph between windows: the values carry on, the gradients stop (TBPTT).
 

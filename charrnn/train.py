@@ -45,6 +45,7 @@ from charrnn.model import (
     resolve_device,
     resolve_precision,
     set_threads,
+    zero_where,
 )
 from charrnn.runs import MetricsLog, metric_record, write_run_config
 
@@ -260,11 +261,10 @@ class IntervalMeter:
         self.loss: float | None = None  # None until the first read
         self.chars_per_s = 0.0
 
-    def add(self, loss: float | None, chars: int) -> None:
-        if loss is not None:
-            self.loss_sum += loss
-            self.steps += 1
-        self.chars += chars
+    def add(self, loss_sum: float, steps: int) -> None:
+        """Losses of `steps` steps that were not skipped, summed."""
+        self.loss_sum += loss_sum
+        self.steps += steps
 
     def read(self) -> None:
         now = time.perf_counter()
@@ -277,6 +277,65 @@ class IntervalMeter:
     def restart_clock(self) -> None:
         self.chars = 0
         self.since = time.perf_counter()
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig):
+    """(AdamW, whether it is fused). The fused kernel updates every parameter in one
+    call, and it can skip a non-finite step by itself (`found_inf`) with no host read."""
+    params = list(model.parameters())
+    options = {"lr": config.lr, "weight_decay": config.weight_decay}
+    try:
+        return torch.optim.AdamW(params, fused=True, **options), True
+    except (RuntimeError, TypeError, ValueError):  # a device or torch without the kernel
+        return torch.optim.AdamW(params, **options), False
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, fused: bool) -> None:
+    """Restore the optimizer, whichever kind wrote the state: a checkpoint records
+    its own `fused` flag, and the fused kernel wants float32 step counts beside
+    the weights (a CPU checkpoint resumed on a GPU)."""
+    optimizer.load_state_dict(state)
+    for group in optimizer.param_groups:
+        group["fused"], group["foreach"] = (True, None) if fused else (None, None)
+        if fused:
+            for p in group["params"]:
+                if "step" in optimizer.state.get(p, {}):
+                    st = optimizer.state[p]
+                    st["step"] = st["step"].to(device=p.device, dtype=torch.float32)
+
+
+class StepTally:
+    """What each step's outcome adds up to, kept on the device: the summed loss of
+    the steps that counted, the skipped steps and the current run of skips.
+
+    Nothing here makes the host wait for the device. `read` fetches it all in one
+    transfer, which the Trainer does each step on a CPU (where it costs nothing)
+    and once per log interval on a GPU (where each read would stall the queue).
+    """
+
+    def __init__(self, device: torch.device, skipped: int = 0, streak: int = 0):
+        wide = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        self.loss_sum = torch.zeros((), dtype=wide, device=device)
+        self.counted = torch.zeros((), dtype=torch.long, device=device)
+        self.skipped = torch.tensor(skipped, dtype=torch.long, device=device)
+        self.streak = torch.tensor(streak, dtype=torch.long, device=device)
+
+    def add(self, loss: torch.Tensor, bad: torch.Tensor) -> None:
+        """loss () and bad () bool: whether the step was skipped as non-finite."""
+        self.loss_sum += torch.where(bad, 0.0, loss.detach().float()).to(self.loss_sum.dtype)
+        self.counted += ~bad
+        self.skipped += bad
+        self.streak.mul_(bad).add_(bad)  # (streak + 1) after a skip, 0 after a good step
+
+    def read(self) -> tuple[float, int, int, int]:
+        """(loss sum, steps counted) since the last read, (skipped, streak) in all."""
+        values = torch.stack(
+            [self.loss_sum.double(), self.counted, self.skipped, self.streak]
+        ).tolist()
+        self.loss_sum.zero_()
+        self.counted.zero_()
+        loss_sum, counted, skipped, streak = values
+        return loss_sum, int(counted), int(skipped), int(streak)
 
 
 class Trainer:
@@ -310,9 +369,9 @@ class Trainer:
         # dropout draws from torch's global generator: keep this run's own stream of it,
         # so other work between here and run() (or a resume) cannot shift it
         self.rng_state = torch.get_rng_state()
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-        )
+        self.optimizer, self.fused = make_optimizer(self.model, config)
+        # on a CPU a host read costs nothing and stops a diverging run at once
+        self.sync_every = 1 if self.device.type == "cpu" else config.log_every
         train_ids, self.val_ids = split_train_val(corpus.ids, config.val_frac)
         if config.eval_size:  # a gigabyte corpus has far more validation text than needed
             self.val_ids = self.val_ids[: config.eval_size + 1]
@@ -338,6 +397,7 @@ class Trainer:
         self.meter = IntervalMeter()
         if resume is not None:
             self._restore(resume)
+        self.tally = StepTally(self.device, self.skipped_steps)
 
     # ------------------------------------------------------------ public
 
@@ -380,9 +440,11 @@ class Trainer:
         while not self.length_reached(time.perf_counter() - start + eval_seconds):
             step_start = time.perf_counter()
             self.elapsed = step_start - start
-            loss = self._train_step(self._lr(self.elapsed))
+            self._train_step(self._lr(self.elapsed))
+            if self.step % self.sync_every == 0 or self.step % self.config.log_every == 0:
+                self._sync()
             self.train_seconds += time.perf_counter() - step_start
-            meter.add(loss, self.batches.chars_per_step)
+            meter.chars += self.batches.chars_per_step
             self.elapsed = time.perf_counter() - start
             if self.step % self.config.log_every == 0:
                 meter.read()
@@ -428,8 +490,9 @@ class Trainer:
 
     # ------------------------------------------------------------ the step
 
-    def _train_step(self, lr: float) -> float | None:
-        """One optimizer step on the next window; None if it was skipped as non-finite."""
+    def _train_step(self, lr: float) -> None:
+        """One optimizer step on the next window, skipped if its loss or gradient is
+        not finite; the outcome goes to the tally, without waiting for the device."""
         if self.window == 0:
             self.state = None  # a new pass over the data starts from a zero state
         x, y = (torch.from_numpy(a) for a in self.batches.window(self.window))  # (B, T) each
@@ -445,18 +508,11 @@ class Trainer:
         loss.backward()
         clip = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        # the one host sync per step: a NaN must never reach the weights
-        loss_value = loss.item()
-        finite = math.isfinite(loss_value) and bool(torch.isfinite(grad_norm))
-        if finite:
-            self.optimizer.step()
-            self.state = detach_state(state)
-            self.skip_streak = 0
-        else:
-            self.optimizer.zero_grad(set_to_none=True)
-            self.state = None  # the carried state may be what went wrong
-            self.skipped_steps += 1
-            self.skip_streak += 1
+        bad = ~(torch.isfinite(loss) & torch.isfinite(grad_norm))  # () bool, on the device
+        self._optimizer_step(bad)
+        # a NaN must never reach the weights, nor the carried state (zero, as at a pass start)
+        self.state = zero_where(detach_state(state), bad)
+        self.tally.add(loss, bad)
 
         self.step += 1
         self.chars_seen += self.batches.chars_per_step
@@ -464,7 +520,18 @@ class Trainer:
         if self.window == self.batches.n_windows:
             self.window = 0
             self.epoch += 1
-        return loss_value if finite else None
+
+    def _optimizer_step(self, bad: torch.Tensor) -> None:
+        if self.fused:  # fused AdamW skips its whole update, step count included, on found_inf
+            self.optimizer.found_inf = bad.float()
+            self.optimizer.step()
+        elif not bool(bad):  # any other optimizer needs the host to decide
+            self.optimizer.step()
+
+    def _sync(self) -> None:
+        """Bring the device-side tally to the host: the log interval's losses and the skips."""
+        loss_sum, counted, self.skipped_steps, self.skip_streak = self.tally.read()
+        self.meter.add(loss_sum, counted)
 
     def _auto_eval_interval(self, eval_seconds: float) -> float:
         """Seconds between automatic evaluations: 30, or one pass over the training
@@ -527,6 +594,7 @@ class Trainer:
     def _evaluate_and_save(self, start: float) -> float:
         """Evaluate, save last.pt (and best.pt on improvement); returns the seconds it took."""
         t0 = time.perf_counter()
+        self._sync()  # the metrics and the checkpoint record every step so far
         if len(self.val_ids) >= 2:
             val = evaluate(self.model, self.val_ids, self.device, self.precision)
             best = self.best_val_loss
@@ -549,6 +617,7 @@ class Trainer:
         return time.perf_counter() - t0
 
     def _save(self, name: str) -> None:
+        self._sync()
         if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
             raise CharrnnError(
                 f"the model's weights are no longer finite at step {self.step:,}; not saving "
@@ -612,7 +681,7 @@ class Trainer:
     def _restore(self, ckpt: dict) -> None:
         check_same_corpus(ckpt, self.corpus)
         self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        load_optimizer_state(self.optimizer, ckpt["optimizer"], self.fused)
         for key in ("step", "epoch", "window", "chars_seen", "elapsed", "train_seconds"):
             setattr(self, key, ckpt[key])
         self.best_val_loss = ckpt["best_val_loss"]

@@ -50,15 +50,26 @@ def test_a_non_finite_step_is_skipped_and_leaves_the_weights_alone(write_corpus,
     config = TrainConfig(batch_size=4, seq_len=16, max_steps=8, eval_every=0)
     trainer = Trainer(corpus, ModelConfig(len(corpus.vocab), hidden=32), config, tmp_path / "r")
     poison.steps.add(3)
-    for _ in range(2):
-        assert trainer._train_step(1e-2) is not None
-    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    assert trainer._train_step(1e-2) is None  # the third step: NaN loss
+
+    def step() -> tuple[float, int]:
+        trainer._train_step(1e-2)
+        before = trainer.meter.steps
+        trainer._sync()
+        return trainer.meter.loss_sum, trainer.meter.steps - before  # steps that counted
+
+    assert step()[1] == 1 and step()[1] == 1
+    weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    moments = [s["exp_avg"].clone() for s in trainer.optimizer.state.values()]
+    loss_sum = trainer.meter.loss_sum
+    assert step() == (loss_sum, 0)  # the third step: NaN loss, not counted in the mean
     for k, v in trainer.model.state_dict().items():
-        assert torch.equal(v, before[k]), k
-    assert trainer.state is None and trainer.skipped_steps == 1 and trainer.skip_streak == 1
-    assert trainer._train_step(1e-2) is not None
-    assert trainer.skip_streak == 0 and trainer.step == 4
+        assert torch.equal(v, weights[k]), k
+    for s, m in zip(trainer.optimizer.state.values(), moments, strict=True):
+        assert torch.equal(s["exp_avg"], m) and float(s["step"]) == 2  # AdamW skipped too
+    assert all(not s.any() for s in trainer.state)  # the carried state starts afresh
+    assert trainer.skipped_steps == 1 and trainer.skip_streak == 1
+    assert step()[1] == 1
+    assert trainer.skip_streak == 0 and trainer.skipped_steps == 1 and trainer.step == 4
 
 
 def test_skipped_steps_are_counted_through_the_cli(write_corpus, tmp_path, run_cli, poison):
@@ -154,3 +165,50 @@ def test_a_small_corpus_is_evaluated_often_enough_to_catch_its_best(
     ]
     evals = [r for r in records if r["event"] == "eval"]
     assert len(evals) >= 3
+
+
+def test_a_training_step_never_waits_for_the_device(write_corpus, tmp_path, monkeypatch):
+    """No value travels from the device to the host inside a step (a GPU would stall)."""
+    corpus = load_corpus(write_corpus(MIXED_TEXT * 30))
+    config = TrainConfig(batch_size=4, seq_len=16, max_steps=8, eval_every=0)
+    trainer = Trainer(corpus, ModelConfig(len(corpus.vocab), hidden=32), config, tmp_path / "r")
+    assert trainer.fused
+    trainer._train_step(1e-2)  # the optimizer creates its state on the first step
+    reads = []
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__", "__index__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name):
+            reads.append(_name)
+            return _original(self, *args)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    for _ in range(3):
+        trainer._train_step(1e-2)
+    monkeypatch.undo()
+    assert reads == []
+    trainer._sync()
+    assert trainer.meter.steps == 4
+
+
+def test_reading_once_per_log_interval_trains_exactly_as_reading_each_step(
+    write_corpus, tmp_path, poison
+):
+    """The GPU cadence, run here on the CPU: the same weights, losses and skips."""
+    corpus = load_corpus(write_corpus(MIXED_TEXT * 30))
+    config = TrainConfig(batch_size=4, seq_len=16, max_steps=30, eval_every=0, log_every=10)
+    outcomes = []
+    for name, every in (("each", 1), ("interval", 10)):
+        poison.calls, poison.steps = 0, {4, 12, 13}
+        trainer = Trainer(
+            corpus, ModelConfig(len(corpus.vocab), hidden=32), config, tmp_path / name
+        )
+        trainer.sync_every = every
+        result = trainer.run()
+        records = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        losses = [r["train_loss"] for r in map(json.loads, records) if r["event"] == "train"]
+        outcomes.append((trainer.model.state_dict(), losses, result.skipped_steps))
+    (weights_a, losses_a, skipped_a), (weights_b, losses_b, skipped_b) = outcomes
+    assert skipped_a == skipped_b == 3 and losses_a == losses_b and len(losses_a) == 3
+    for k in weights_a:
+        assert torch.equal(weights_a[k], weights_b[k]), k
