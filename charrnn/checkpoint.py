@@ -96,12 +96,19 @@ def _check_archive(path: Path, checksums: bool) -> None:
     checks neither, so a flipped byte in the weights would load silently."""
     try:
         with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if not any(name.endswith("/data.pkl") for name in names):  # e.g. a numpy .npz
+                raise CheckpointError(
+                    f"checkpoint {path} is not a charrnn checkpoint (a zip archive, but not "
+                    f"one that torch.save wrote)"
+                )
             bad = archive.testzip() if checksums else None
     except zipfile.BadZipFile:  # no end-of-archive record: the tail of the file is gone
         raise CheckpointError(
             f"checkpoint {path} is damaged: cut short (the end of the zip archive is missing)"
         ) from None
-    except (EOFError, OSError, ValueError) as e:
+    except (EOFError, OSError, ValueError, RuntimeError, NotImplementedError) as e:
+        # RuntimeError: an encrypted member; NotImplementedError: an unknown compression
         raise CheckpointError(
             f"checkpoint {path} is damaged: cut short or corrupted ({_first_sentence(e)})"
         ) from None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -104,7 +106,7 @@ class RunLock:
         self.folder = Path(folder)
         self.fd: int | None = None
 
-    def acquire(self) -> None:
+    def acquire(self, record_pid: bool = True) -> None:
         if fcntl is None or self.fd is not None:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -114,19 +116,21 @@ class RunLock:
         except OSError as e:
             raise write_error(path, e) from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            held = _flock_soon(fd)
+        except OSError:  # a filesystem without flock (some network mounts): go unguarded
+            os.close(fd)
+            return
+        if not held:
             owner = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
             raise RunInUseError(
                 f"run {self.folder} is being trained by another process (pid {owner}); "
                 f"wait for it to finish, or pick another --run name"
-            ) from None
-        except OSError:  # a filesystem without flock (some network mounts): go unguarded
-            os.close(fd)
-            return
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+            )
+        if record_pid:  # only for the message above, so a full disk must not stop us here
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd
 
     def release(self) -> None:
@@ -142,8 +146,22 @@ class RunLock:
         self.release()
 
 
+def _flock_soon(fd: int, tries: int = 20) -> bool:
+    """Take the lock, waiting up to about 0.2 s: another process's `check_run_free`
+    holds it for a moment, and must not be taken for a trainer."""
+    for attempt in range(tries):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt + 1 < tries:
+                time.sleep(0.01)
+    return False
+
+
 def check_run_free(folder: Path) -> None:
     """Refuse early, before any slow work, if another process trains into `folder`."""
     if Path(folder).is_dir():
-        with RunLock(folder):
-            pass
+        lock = RunLock(folder)
+        lock.acquire(record_pid=False)  # the pid there stays the trainer's
+        lock.release()

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from charrnn import __version__
-from charrnn.checkpoint import BEST, LAST, save_checkpoint
+from charrnn.checkpoint import BEST, LAST, load_checkpoint, run_checkpoint, save_checkpoint
 from charrnn.data import (
     IGNORE_INDEX,
     EncodedCorpus,
@@ -284,10 +284,20 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig):
     call, and it can skip a non-finite step by itself (`found_inf`) with no host read."""
     params = list(model.parameters())
     options = {"lr": config.lr, "weight_decay": config.weight_decay}
-    try:
+    if all(p.is_floating_point() and p.device.type in fused_devices() for p in params):
         return torch.optim.AdamW(params, fused=True, **options), True
-    except (RuntimeError, TypeError, ValueError):  # a device or torch without the kernel
-        return torch.optim.AdamW(params, **options), False
+    return torch.optim.AdamW(params, **options), False
+
+
+def fused_devices() -> list[str]:
+    """Device types with a fused AdamW kernel. The constructor does not check (the
+    first step would fail), so ask; torch keeps the list in a private helper."""
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        return _get_fused_kernels_supported_devices()
+    except (ImportError, AttributeError):
+        return ["cuda", "cpu"]
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, fused: bool) -> None:
@@ -314,28 +324,31 @@ class StepTally:
     """
 
     def __init__(self, device: torch.device, skipped: int = 0, streak: int = 0):
-        wide = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
-        self.loss_sum = torch.zeros((), dtype=wide, device=device)
+        self.wide = torch.float32 if device.type == "mps" else torch.float64  # MPS: no float64
+        self.loss_sum = torch.zeros((), dtype=self.wide, device=device)
         self.counted = torch.zeros((), dtype=torch.long, device=device)
         self.skipped = torch.tensor(skipped, dtype=torch.long, device=device)
         self.streak = torch.tensor(streak, dtype=torch.long, device=device)
+        self.longest = torch.zeros_like(self.streak)  # the longest run of skips since the last read
 
     def add(self, loss: torch.Tensor, bad: torch.Tensor) -> None:
         """loss () and bad () bool: whether the step was skipped as non-finite."""
-        self.loss_sum += torch.where(bad, 0.0, loss.detach().float()).to(self.loss_sum.dtype)
+        self.loss_sum += torch.where(bad, 0.0, loss.detach().float()).to(self.wide)
         self.counted += ~bad
         self.skipped += bad
         self.streak.mul_(bad).add_(bad)  # (streak + 1) after a skip, 0 after a good step
+        torch.maximum(self.longest, self.streak, out=self.longest)
 
     def read(self) -> tuple[float, int, int, int]:
-        """(loss sum, steps counted) since the last read, (skipped, streak) in all."""
-        values = torch.stack(
-            [self.loss_sum.double(), self.counted, self.skipped, self.streak]
-        ).tolist()
+        """(loss sum, steps counted, longest run of skips) since the last read, and the
+        skipped steps in all."""
+        longest = torch.maximum(self.longest, self.streak)  # a run still going counts too
+        parts = [self.loss_sum, self.counted, longest, self.skipped]
+        loss_sum, counted, longest, skipped = torch.stack([t.to(self.wide) for t in parts]).tolist()
         self.loss_sum.zero_()
         self.counted.zero_()
-        loss_sum, counted, skipped, streak = values
-        return loss_sum, int(counted), int(skipped), int(streak)
+        self.longest.zero_()
+        return loss_sum, int(counted), int(longest), int(skipped)
 
 
 class Trainer:
@@ -395,9 +408,11 @@ class Trainer:
         self.stop_requested = False
         self.metrics = MetricsLog(self.run_dir)
         self.meter = IntervalMeter()
+        self.resumed_from: tuple | None = None  # (step, elapsed) of the checkpoint resumed
         if resume is not None:
             self._restore(resume)
         self.tally = StepTally(self.device, self.skipped_steps)
+        self.stamp: tuple | None = None  # best.pt and last.pt as our last run() left them
 
     # ------------------------------------------------------------ public
 
@@ -408,6 +423,7 @@ class Trainer:
     def run(self) -> TrainResult:
         # the lock comes first: the temp files removed next must not be a live trainer's
         with RunLock(self.run_dir):
+            self._check_run_unchanged()
             remove_stale_temp_files(self.run_dir)
             write_run_config(self.run_dir, self._run_config())
             self.metrics.open(up_to_step=self.step)
@@ -415,6 +431,34 @@ class Trainer:
                 return self._run()
             finally:
                 self.metrics.close()
+                self.stamp = self._checkpoint_stamp()  # our own saves
+
+    def _check_run_unchanged(self) -> None:
+        """Under the lock: nobody saved here since this run read the folder (a trainer
+        that finished while we were encoding the corpus would be overwritten)."""
+        if self.stamp is not None:  # run() ran before: our own saves are the reference
+            changed = self._checkpoint_stamp() != self.stamp
+        elif self.resumed_from is not None:
+            last = load_checkpoint(self.run_dir / LAST, mmap=True, verify=False)
+            changed = (last["step"], last["elapsed"]) != self.resumed_from
+        else:
+            changed = run_checkpoint(self.run_dir) is not None
+        if changed:
+            raise CharrnnError(
+                f"run {self.run_dir} changed while this training was starting: another "
+                f"process saved checkpoints there; run the command again to see its state"
+            )
+
+    def _checkpoint_stamp(self) -> tuple:
+        """(mtime, size) of best.pt and last.pt, or None where missing."""
+        stamp = []
+        for name in (BEST, LAST):
+            try:
+                st = (self.run_dir / name).stat()
+                stamp.append((st.st_mtime_ns, st.st_size))
+            except OSError:
+                stamp.append(None)
+        return tuple(stamp)
 
     def done_reason(self) -> str | None:
         """Why this run cannot go on as configured: "length", "patience" or None."""
@@ -529,8 +573,12 @@ class Trainer:
             self.optimizer.step()
 
     def _sync(self) -> None:
-        """Bring the device-side tally to the host: the log interval's losses and the skips."""
-        loss_sum, counted, self.skipped_steps, self.skip_streak = self.tally.read()
+        """Bring the device-side tally to the host: the interval's losses and the skips.
+
+        `skip_streak` is the longest run of skips since the last read, so a run long
+        enough to stop training is seen even if good steps followed it before the read.
+        """
+        loss_sum, counted, self.skip_streak, self.skipped_steps = self.tally.read()
         self.meter.add(loss_sum, counted)
 
     def _auto_eval_interval(self, eval_seconds: float) -> float:
@@ -593,8 +641,10 @@ class Trainer:
 
     def _evaluate_and_save(self, start: float) -> float:
         """Evaluate, save last.pt (and best.pt on improvement); returns the seconds it took."""
-        t0 = time.perf_counter()
+        wait = time.perf_counter()
         self._sync()  # the metrics and the checkpoint record every step so far
+        t0 = time.perf_counter()
+        self.train_seconds += t0 - wait  # a GPU finishing queued steps is training time
         if len(self.val_ids) >= 2:
             val = evaluate(self.model, self.val_ids, self.device, self.precision)
             best = self.best_val_loss
@@ -680,6 +730,7 @@ class Trainer:
 
     def _restore(self, ckpt: dict) -> None:
         check_same_corpus(ckpt, self.corpus)
+        self.resumed_from = (ckpt["step"], ckpt["elapsed"])
         self.model.load_state_dict(ckpt["model"])
         load_optimizer_state(self.optimizer, ckpt["optimizer"], self.fused)
         for key in ("step", "epoch", "window", "chars_seen", "elapsed", "train_seconds"):

@@ -5,16 +5,21 @@ kill at any moment must leave checkpoints that load and resume.
 """
 
 import json
+import os
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from charrnn.checkpoint import load_checkpoint
+from charrnn.errors import RunInUseError
+from charrnn.files import LOCK_FILE, RunLock
 from tests.conftest import MIXED_TEXT, TINY_MODEL
 
 # two layers and dropout, so the RNG stream matters as much as the weights
@@ -117,3 +122,23 @@ def test_sigkill_at_random_moments_never_leaves_an_unreadable_checkpoint(tmp_pat
     assert not list(run_dir.glob(".*.tmp"))  # what the kills left behind is cleaned up
     evals = metric_steps(run_dir, "eval")
     assert evals == sorted(set(evals)) and evals[-1] == target  # no step logged twice
+
+
+def test_the_run_lock_refuses_a_holder_but_waits_out_a_brief_check(tmp_path):
+    holder = RunLock(tmp_path)
+    holder.acquire()
+    assert (tmp_path / LOCK_FILE).read_text().strip() == str(os.getpid())
+    with pytest.raises(
+        RunInUseError, match=f"being trained by another process \\(pid {os.getpid()}\\)"
+    ):
+        RunLock(tmp_path).acquire()
+    holder.release()
+
+    # a check_run_free in another process holds the lock for a moment: a trainer waits
+    probe = RunLock(tmp_path)
+    probe.acquire(record_pid=False)
+    threading.Timer(0.05, probe.release).start()
+    trainer = RunLock(tmp_path)
+    trainer.acquire()
+    assert trainer.fd is not None
+    trainer.release()

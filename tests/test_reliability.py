@@ -22,6 +22,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -252,6 +253,11 @@ def _torch_save(make):
     return setup
 
 
+def _numpy_archive(work: Path, name: str) -> None:
+    with open(work / name, "wb") as f:
+        np.savez(f, weights=np.zeros((4, 4), dtype=np.float32))
+
+
 def _newer_version(work: Path) -> dict:
     ckpt = torch.load(work / "checkpoints" / "tiny" / "last.pt", weights_only=True)
     return {**ckpt, "format_version": FORMAT_VERSION + 1}
@@ -281,6 +287,11 @@ CHECKPOINT_CASES = {
         _damage(lambda good: b""),
         "error: checkpoint empty.pt is damaged: the file is empty",
     ),
+    "a numpy archive": (
+        _numpy_archive,
+        "error: checkpoint arrays.pt is not a charrnn checkpoint (a zip archive, but not one "
+        "that torch.save wrote)",
+    ),
     "another program's": (
         _torch_save(lambda work: {"state_dict": torch.nn.Linear(3, 2).state_dict(), "epoch": 7}),
         "error: checkpoint other.pt is not a charrnn checkpoint",
@@ -297,6 +308,7 @@ CHECKPOINT_FILES = {
     "random bytes": "random.pt",
     "a text file": "notes.pt",
     "empty": "empty.pt",
+    "a numpy archive": "arrays.pt",
     "another program's": "other.pt",
     "a newer format": "future.pt",
 }

@@ -212,3 +212,17 @@ def test_reading_once_per_log_interval_trains_exactly_as_reading_each_step(
     assert skipped_a == skipped_b == 3 and losses_a == losses_b and len(losses_a) == 3
     for k in weights_a:
         assert torch.equal(weights_a[k], weights_b[k]), k
+
+
+def test_a_run_of_skips_between_reads_still_stops_training(write_corpus, tmp_path, poison):
+    """On a GPU the host reads once per log interval; three skips in a row that good
+    steps followed before the read must still stop the run at that read."""
+    corpus = load_corpus(write_corpus(MIXED_TEXT * 30))
+    config = TrainConfig(
+        batch_size=4, seq_len=16, max_steps=40, eval_every=0, log_every=10, max_skips=3
+    )
+    poison.steps = {3, 4, 5}
+    trainer = Trainer(corpus, ModelConfig(len(corpus.vocab), hidden=32), config, tmp_path / "r")
+    trainer.sync_every = 10
+    result = trainer.run()
+    assert result.status == "nonfinite" and result.steps == 10 and result.skipped_steps == 3

@@ -6,6 +6,7 @@ import torch
 
 from charrnn.checkpoint import load_checkpoint
 from charrnn.data import load_corpus
+from charrnn.errors import CharrnnError
 from charrnn.model import ModelConfig
 from charrnn.train import Callback, TrainConfig, Trainer, evaluate
 
@@ -156,7 +157,6 @@ def test_evaluation_schedule(write_corpus, tmp_path):
 
 
 import charrnn.model  # noqa: E402
-from charrnn.errors import CharrnnError  # noqa: E402
 from charrnn.model import resolve_precision, set_threads  # noqa: E402
 
 
@@ -234,3 +234,26 @@ def test_threads_default_to_what_this_process_may_use():
         assert 1 <= set_threads(None) <= before
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_run_another_trainer_saved_into_meanwhile_is_not_overwritten(write_corpus, tmp_path):
+    """Two trainers that both read the folder before either held the lock: the one
+    that runs second refuses rather than overwrite what the first saved."""
+    corpus = load_corpus(write_corpus(PANGRAM))
+    config = TrainConfig(batch_size=4, seq_len=16, max_steps=5, eval_every=0)
+    model = small_model(len(corpus.vocab))
+    early, late = (Trainer(corpus, model, config, tmp_path / "r") for _ in range(2))
+    early.run()
+    saved = (tmp_path / "r" / "last.pt").read_bytes()
+    with pytest.raises(CharrnnError, match="changed while this training was starting"):
+        late.run()
+    assert (tmp_path / "r" / "last.pt").read_bytes() == saved
+
+    longer = TrainConfig(batch_size=4, seq_len=16, max_steps=10, eval_every=0)
+    ckpt = load_checkpoint(tmp_path / "r" / "last.pt")
+    first, second = (Trainer(corpus, model, longer, tmp_path / "r", resume=ckpt) for _ in range(2))
+    assert first.run().steps == 10
+    with pytest.raises(CharrnnError, match="changed while this training was starting"):
+        second.run()
+    assert load_checkpoint(tmp_path / "r" / "last.pt")["step"] == 10
+    assert first.run().steps == 10  # a trainer may run again over its own saves
