@@ -54,6 +54,8 @@ def user_errors():
         yield
     except CharrnnError as e:
         raise UserError(str(e)) from None
+    except BrokenPipeError:  # stdout's reader went away (`| head`) mid-table or mid-JSON
+        exit_for_closed_stdout()
     except OSError as e:  # the machine's fault, not ours: a full disk, a vanished folder
         from charrnn.files import describe_os_error
 
@@ -1106,12 +1108,17 @@ def write_stdout(text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
     except BrokenPipeError:
-        # stop Python's exit-time flush from complaining about the closed pipe
-        import os
+        exit_for_closed_stdout()
 
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(0)
+
+def exit_for_closed_stdout() -> None:
+    """End quietly with status 0: a reader that stops early is not an error."""
+    import os
+
+    # point stdout at /dev/null, so Python's exit-time flush does not complain
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(0)
 
 
 # ------------------------------------------------------------------ eval

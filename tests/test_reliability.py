@@ -648,6 +648,25 @@ def test_a_reader_that_closes_early_ends_the_program_quietly(work, extra):
     assert "Traceback" not in errors and "BrokenPipe" not in errors and "Exception" not in errors
 
 
+@pytest.mark.parametrize(
+    "args",
+    [["info", "checkpoints/tiny/last.pt", "--json"], ["runs", "--json"]],
+    ids=["info", "runs"],
+)
+def test_a_reader_that_is_already_gone_is_not_an_error(work, args):
+    proc = subprocess.Popen(
+        charrnn_cmd(*args),
+        cwd=work,
+        env=env_for(work),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # before charrnn writes a byte
+    errors = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, errors
+    assert errors == ""
+
+
 # ------------------------------------------------------------------ README shows the real messages
 
 
