@@ -323,13 +323,13 @@ class StepTally:
     and once per log interval on a GPU (where each read would stall the queue).
     """
 
-    def __init__(self, device: torch.device, skipped: int = 0, streak: int = 0):
+    def __init__(self, device: torch.device, skipped: int = 0):
         self.wide = torch.float32 if device.type == "mps" else torch.float64  # MPS: no float64
         self.loss_sum = torch.zeros((), dtype=self.wide, device=device)
         self.counted = torch.zeros((), dtype=torch.long, device=device)
         self.skipped = torch.tensor(skipped, dtype=torch.long, device=device)
-        self.streak = torch.tensor(streak, dtype=torch.long, device=device)
-        self.longest = torch.zeros_like(self.streak)  # the longest run of skips since the last read
+        self.streak = torch.zeros((), dtype=torch.long, device=device)  # skips in a row now
+        self.longest = torch.zeros_like(self.streak)  # the longest run since the last read
 
     def add(self, loss: torch.Tensor, bad: torch.Tensor) -> None:
         """loss () and bad () bool: whether the step was skipped as non-finite."""
