@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
-from charrnn.checkpoint import load_checkpoint, newest_checkpoint, restore_model
+from charrnn.checkpoint import open_model
 from charrnn.errors import CharrnnError, UnknownCharactersError
-from charrnn.model import resolve_device
 from charrnn.sample import (
     SampleConfig,
     beam_search,
@@ -32,10 +30,7 @@ def load(
     out: str | os.PathLike = "checkpoints",
 ) -> Model:
     """A checkpoint file or run folder (default: the newest run's best.pt under `out`)."""
-    path = Path(path) if path is not None else newest_checkpoint(out)
-    ckpt = load_checkpoint(path)
-    model, vocab = restore_model(ckpt, resolve_device(device))
-    return Model(model, vocab, ckpt)
+    return Model(*open_model(path, device, out))
 
 
 class Model:

@@ -19,7 +19,7 @@ import torch
 
 from charrnn.errors import CheckpointError
 from charrnn.files import atomic_write
-from charrnn.model import CharRNN, ModelConfig
+from charrnn.model import CharRNN, ModelConfig, resolve_device
 from charrnn.tokenizers import Tokenizer, tokenizer_from_dict
 
 FORMAT = "charrnn"
@@ -157,6 +157,18 @@ def restore_model(ckpt: dict, device: str | torch.device = "cpu") -> tuple[CharR
     except Exception as e:
         raise CheckpointError(f"checkpoint {ckpt.get('path')} is damaged ({e})") from None
     return model.to(device).eval(), vocab
+
+
+def open_model(
+    path: str | os.PathLike | None = None,
+    device: str = "auto",
+    out: str | os.PathLike = "checkpoints",
+) -> tuple[CharRNN, Tokenizer, dict]:
+    """Model (eval mode), tokenizer and checkpoint from a .pt file or run folder, or by
+    default from the newest run's best.pt under `out`."""
+    ckpt = load_checkpoint(Path(path) if path is not None else newest_checkpoint(out))
+    model, vocab = restore_model(ckpt, resolve_device(device))
+    return model, vocab, ckpt
 
 
 def run_checkpoint(run_dir: Path) -> Path | None:

@@ -485,7 +485,7 @@ def train(ctx, corpus, run_name, out, resume, **options):
             if out != Path("checkpoints"):
                 resume_args += ["--out", str(out)]
             resume_cmd = shlex.join(resume_args)
-            info(f"[yellow]interrupted at step {result.steps:,}[/]; saved {run_dir / 'last.pt'}")
+            info(f"[yellow]interrupted at step {result.steps:,}[/]; saved {result.last_path}")
             info(f"resume with: [bold]{escape(resume_cmd)}[/]")
             sys.exit(EXIT_SIGTERM if received == [signal.SIGTERM] else EXIT_SIGINT)
 
@@ -600,22 +600,23 @@ def option_clashes(options: dict, given: set[str], stored: dict, names) -> list[
 def data_configs(options: dict, given: set[str], ckpt: dict | None):
     """Text and tokenizer configs from the options, or from the checkpoint when resuming
     (where an option given on the command line must agree with it)."""
+    from charrnn.runs import data_options
     from charrnn.sources import TextConfig
     from charrnn.tokenizers import LEGACY_TEXT, TokenizerConfig
 
     chosen = {k: options[k] for k in TEXT_OPTIONS + TOKENIZER_OPTIONS}
-    chosen["kind"] = chosen.pop("tokenizer")
     if ckpt is not None:
-        stored = {**LEGACY_TEXT, **ckpt.get("text_config", {})}
-        stored.update(ckpt.get("tokenizer_config", {"kind": ckpt["vocab"]["kind"]}))
+        stored = data_options(
+            {**LEGACY_TEXT, **ckpt.get("text_config", {})},
+            ckpt.get("tokenizer_config", {"kind": ckpt["vocab"]["kind"]}),
+        )
         stored["encoding"] = chosen["encoding"]  # how the files are stored may change
-        stored["tokenizer"] = stored["kind"]
         clashes = option_clashes(options, given, stored, TEXT_OPTIONS + TOKENIZER_OPTIONS)
         if clashes:
             raise CharrnnError(f"cannot resume {ckpt['path']} with {', '.join(clashes)}")
-        chosen = {**chosen, **{k: v for k, v in stored.items() if k in chosen}}
-    text = TextConfig(**{k: chosen[k] for k in TEXT_OPTIONS})
-    return text, TokenizerConfig(**{k: v for k, v in chosen.items() if k not in TEXT_OPTIONS})
+        chosen.update({k: v for k, v in stored.items() if k in chosen})
+    text = TextConfig(**{k: chosen.pop(k) for k in TEXT_OPTIONS})
+    return text, TokenizerConfig(kind=chosen.pop("tokenizer"), **chosen)
 
 
 class EncodeProgress:
@@ -955,8 +956,7 @@ def sample(checkpoint, out, seed, seed_file, rng_seed, device, **options):
       charrnn sample --interactive --continue
     """
     with user_errors():
-        from charrnn.checkpoint import load_checkpoint, newest_checkpoint, restore_model
-        from charrnn.model import resolve_device
+        from charrnn.checkpoint import open_model
         from charrnn.sample import SampleConfig
         from charrnn.sources import read_text
 
@@ -969,12 +969,10 @@ def sample(checkpoint, out, seed, seed_file, rng_seed, device, **options):
             raise CharrnnError("--beam gives one sample: drop --num-samples and --interactive")
         if seed_file is not None:
             seed = read_text(seed_file, "seed file")
-        path = checkpoint if checkpoint is not None else newest_checkpoint(out)
-        ckpt = load_checkpoint(path)
-        model, vocab = restore_model(ckpt, resolve_device(device))
+        model, vocab, ckpt = open_model(checkpoint, device, out)
         config = SampleConfig(o.temperature, o.top_k, o.top_p)
         if o.interactive:
-            describe_checkpoint(ckpt)
+            describe_checkpoint(ckpt, vocab)
             interactive_session(model, vocab, o, config, rng_seed)
             return
         show_seed = seed is not None
@@ -986,7 +984,7 @@ def sample(checkpoint, out, seed, seed_file, rng_seed, device, **options):
         if not seed:
             raise CharrnnError("nothing is left of the seed once unknown characters are dropped")
         shown_seed = seed if show_seed else ""
-        describe_checkpoint(ckpt)
+        describe_checkpoint(ckpt, vocab)
         if o.beam is not None:
             write_samples([beam_sample(model, vocab, seed, o)], shown_seed, o.output_format)
         elif o.num_samples == 1 and o.output_format == "text":
@@ -1000,10 +998,9 @@ def sample(checkpoint, out, seed, seed_file, rng_seed, device, **options):
             write_samples(samples, shown_seed, o.output_format)
 
 
-def describe_checkpoint(ckpt) -> None:
+def describe_checkpoint(ckpt, vocab) -> None:
     val = ckpt.get("val_loss")
-    unit = loss_unit(SimpleNamespace(kind=ckpt["vocab"].get("kind")))
-    val_text = f", val {val:.3f} nats/{unit}" if val is not None else ""
+    val_text = f", val {val:.3f} nats/{loss_unit(vocab)}" if val is not None else ""
     info(f"[dim]{escape(ckpt['path'])} (step {ckpt.get('step', 0):,}{val_text})[/]")
 
 
@@ -1022,9 +1019,14 @@ def readable_seed(vocab, seed: str, policy: str) -> str:
 def stream_sample(model, vocab, seed, shown_seed, o, config, rng_seed) -> None:
     from charrnn.sample import generate
 
-    write_stdout(shown_seed)
-    last = shown_seed[-1:] or "\n"
-    for piece in generate(model, vocab, seed, o.length, config, rng_seed, o.stop):
+    write_stream(shown_seed, generate(model, vocab, seed, o.length, config, rng_seed, o.stop))
+
+
+def write_stream(prefix: str, pieces) -> None:
+    """`prefix`, then each piece as it is made, ending on a newline."""
+    write_stdout(prefix)
+    last = prefix[-1:] or "\n"
+    for piece in pieces:
         write_stdout(piece)
         last = piece[-1]
     if last != "\n":
@@ -1090,25 +1092,16 @@ def interactive_session(model, vocab, o, config, rng_seed) -> None:
         if streams is None or not o.keep_context:
             streams = Streams(model, vocab, rng_seed)
         streams.feed(line)
-        write_stdout(line)
-        last = line[-1]
-        for piece in continue_stream(streams, o.length, config, o.stop):
-            write_stdout(piece)
-            last = piece[-1]
-        if last != "\n":
-            write_stdout("\n")
+        write_stream(line, continue_stream(streams, o.length, config, o.stop))
 
 
 def write_stdout(text: str) -> None:
     """Write and flush, so a pipe or terminal sees each character as it is made.
 
-    A reader that goes away (`| head`) ends the program quietly.
+    A reader that goes away (`| head`) ends the program quietly (see `user_errors`).
     """
-    try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    except BrokenPipeError:
-        exit_for_closed_stdout()
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def exit_for_closed_stdout() -> None:
@@ -1147,15 +1140,12 @@ def eval_command(textfile, checkpoint, out, device, as_json):
       charrnn eval --checkpoint checkpoints/mine/best.pt notes.txt --json
     """
     with user_errors():
-        from charrnn.checkpoint import load_checkpoint, newest_checkpoint, restore_model
-        from charrnn.model import resolve_device
+        from charrnn.checkpoint import open_model
         from charrnn.sources import read_text
         from charrnn.train import score_text
 
         text = read_text(textfile, "text file")
-        path = checkpoint if checkpoint is not None else newest_checkpoint(out)
-        ckpt = load_checkpoint(path)
-        model, vocab = restore_model(ckpt, resolve_device(device))
+        model, vocab, ckpt = open_model(checkpoint, device, out)
         result = score_text(model, vocab, text)
         if as_json:
             print_json({"checkpoint": ckpt["path"], "file": str(textfile), **vars(result)})
@@ -1305,7 +1295,7 @@ def info_command(checkpoint, out, as_json):
     """
     with user_errors():
         from charrnn.checkpoint import load_checkpoint, newest_checkpoint, restore_tokenizer
-        from charrnn.runs import summarize_checkpoint
+        from charrnn.runs import data_options, summarize_checkpoint
         from charrnn.tokenizers import LEGACY_TEXT
 
         path = checkpoint if checkpoint is not None else newest_checkpoint(out)
@@ -1333,9 +1323,7 @@ def info_command(checkpoint, out, as_json):
         config = Table(title="options", show_header=False, box=None, pad_edge=False)
         config.add_column(style="bold")
         config.add_column()
-        tokenizer = dict(details["tokenizer_config"])
-        tokenizer["tokenizer"] = tokenizer.pop("kind", vocab.kind)
-        options = {**details["text_config"], **tokenizer}
+        options = data_options(details["text_config"], details["tokenizer_config"])
         options.update(details["model_config"], **details["train_config"])
         for key, value in options.items():
             config.add_row(key.replace("_", "-"), escape(str(value)))

@@ -16,12 +16,11 @@ import numpy as np
 
 from charrnn.errors import CorpusError, UnknownCharactersError, WriteError
 from charrnn.files import atomic_write, describe_os_error
-from charrnn.sources import (  # noqa: F401 (re-exported)
+from charrnn.sources import (
     TextConfig,
     corpus_files,
     corpus_text,
     describe_sources,
-    read_text,
     sources_sha256,
     total_bytes,
 )
@@ -75,10 +74,10 @@ class EncodedCorpus:
     ids: np.ndarray
     from_cache: bool
     characters: int  # length of the prepared text
-    text_config: TextConfig = TextConfig()
-    tokenizer_config: TokenizerConfig = TokenizerConfig()
-    rare: RareCharacters | None = None  # with --min-count above 1
-    sources: tuple[str, ...] = ()  # the files and folders as given
+    text_config: TextConfig
+    tokenizer_config: TokenizerConfig
+    rare: RareCharacters | None  # with --min-count above 1
+    sources: tuple[str, ...]  # the files and folders as given
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -207,9 +206,11 @@ def build_char_vocab(pieces, text: TextConfig, min_count: int):
         occurrences=int(counts[rare_mask].sum()),
         characters=int(counts.sum()),
     )
-    chars = np.flatnonzero(kept).astype("<u4").tobytes().decode("utf-32-le", "surrogatepass")
-    vocab = CharVocab(
-        chars, unk=rare.distinct > 0, normalize=text.normalize, keep_line_ends=text.keep_line_ends
+    vocab = CharVocab.from_code_points(
+        np.flatnonzero(kept),
+        unk=rare.distinct > 0,
+        normalize=text.normalize,
+        keep_line_ends=text.keep_line_ends,
     )
     return vocab, (rare if min_count > 1 else None), retained
 
@@ -324,8 +325,6 @@ def _id_file(cache: Path, key: str):
     try:
         with os.fdopen(fd, "wb") as f:
             yield f, finish
-    except WriteError:
-        raise
     except OSError as e:  # a full disk while encoding: say where, and how to move it
         where = "the encoding cache" if cached else "a temporary file"
         raise WriteError(
@@ -334,8 +333,7 @@ def _id_file(cache: Path, key: str):
             f"{describe_os_error(e)}; set CHARRNN_CACHE_DIR to a folder with room",
         ) from None
     finally:
-        if tmp.exists() and tmp.name.startswith((".tmp-", "charrnn-ids-")):
-            tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)  # gone already once committed or mapped
 
 
 def _commit_cache(cache, key, tmp, vocab, length, characters, rare) -> np.ndarray:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from charrnn.errors import CharrnnError
-from charrnn.files import atomic_write, write_error
+from charrnn.files import atomic_write, describe_os_error, write_error
 
 CONFIG, METRICS, PLOT = "config.json", "metrics.jsonl", "loss.png"
 
@@ -48,6 +48,13 @@ RUN_INFO_KEYS = {"charrnn_version", "info"}
 # ------------------------------------------------------------------ config.json
 
 
+def data_options(text_config: dict, tokenizer_config: dict) -> dict:
+    """Stored text and tokenizer configs under their option names (`kind` is
+    --tokenizer), as config.json, `info` and resume checks show them."""
+    tokenizer = dict(tokenizer_config)
+    return {**text_config, "tokenizer": tokenizer.pop("kind"), **tokenizer}
+
+
 def write_run_config(run_dir: Path, config: dict) -> None:
     """The run's resolved options as `config.json`, for people and tools to read."""
     text = json.dumps(config, indent=2, ensure_ascii=False) + "\n"
@@ -67,7 +74,7 @@ def read_options_file(path: Path) -> dict:
     except FileNotFoundError:
         raise CharrnnError(f"config file {path}: no such file") from None
     except OSError as e:
-        raise CharrnnError(f"config file {path}: {e.strerror or e}") from None
+        raise CharrnnError(f"config file {path}: {describe_os_error(e)}") from None
     try:
         text = raw.decode("utf-8")
         data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)

@@ -227,8 +227,7 @@ def primed_streams(
     """One stream that has read `seed` (which must be non-empty and known to the model)."""
     if not seed:
         raise CharrnnError("the seed is empty; give at least one character")
-    encode_seed(vocab, seed)
-    streams = Streams(model, vocab, rng_seed)
+    streams = Streams(model, vocab, rng_seed)  # feed's encode refuses unseen characters
     streams.feed(seed)
     return streams
 
@@ -324,16 +323,3 @@ def beam_search(model: CharRNN, vocab: Tokenizer, seed: str, length: int, beam: 
             logits, state = streams.single_step(ids, state)  # (K, V)
             logits = ban(logits, streams.banned)
     return Sample(seed, vocab.decode(tokens[0].tolist()), float(scores[0]))
-
-
-@torch.inference_mode()
-def sequence_logprob(model: CharRNN, vocab: Tokenizer, seed: str, text: str) -> float:
-    """Summed log-probability (nats) of `text` following `seed` under the model."""
-    device = next(model.parameters()).device
-    seed_ids, text_ids = vocab.encode(seed), vocab.encode(text)
-    both = np.concatenate([seed_ids, text_ids]).astype(np.int64)
-    ids = torch.from_numpy(both).to(device)[None]  # (1, S+T)
-    logits, _, _ = model(ids[:, :-1])  # (1, S+T-1, V)
-    logp = F.log_softmax(logits.double(), dim=-1)[0, len(seed_ids) - 1 :]  # (T, V)
-    targets = ids[0, len(seed_ids) :]
-    return float(logp.gather(1, targets[:, None]).sum())

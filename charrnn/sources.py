@@ -97,6 +97,8 @@ def _reading_errors(path: Path, what: str):
     """OSError -> CorpusError naming the file; decompression errors too."""
     try:
         yield
+    except FileNotFoundError:
+        raise CorpusError(f"{what} {path}: no such file") from None
     except IsADirectoryError:
         raise CorpusError(f"{what} {path}: is a directory, not a text file") from None
     except PermissionError:
@@ -244,7 +246,7 @@ def corpus_text(
                 yield FILE_SEPARATOR[: max(0, 2 - newlines)]
             first, written = False, True
             visible = visible or not piece.isspace()  # stops at the first letter
-            tail = (tail + piece)[-2:]
+            tail = (tail + piece[-2:])[-2:]
             yield piece
     names = files[0] if len(files) == 1 else f"{len(files)} files"
     if not written:
@@ -259,8 +261,6 @@ def read_text(path: str | os.PathLike, what: str = "file", config: TextConfig | 
     The text is not prepared (normalised) here; the tokenizer does that.
     """
     path = Path(path)
-    if not path.exists():
-        raise CorpusError(f"{what} {path}: no such file")
     config = config or TextConfig(normalize="none", keep_line_ends=True)
     text = "".join(file_text(path, config, what))
     if not text:

@@ -402,7 +402,7 @@ def cut_after_newlines(text: str, parts: int) -> list[str]:
 
 
 def train_sentencepiece(
-    lines, config: TokenizerConfig, normalize: str, keep_line_ends: bool, threads: int = 1
+    lines, config: TokenizerConfig, normalize: str, keep_line_ends: bool
 ) -> SentencePieceVocab:
     """Train a SentencePiece model on an iterator of lines (without their "\\n")."""
     import sentencepiece as spm
@@ -432,7 +432,7 @@ def train_sentencepiece(
             input_sentence_size=SP_SENTENCES,
             shuffle_input_sentence=True,
             max_sentence_length=1 << 16,
-            num_threads=threads,
+            num_threads=1,  # one thread, so the same text always gives the same model
             minloglevel=2,
         )
     except Exception as e:

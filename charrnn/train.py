@@ -47,7 +47,7 @@ from charrnn.model import (
     set_threads,
     zero_where,
 )
-from charrnn.runs import MetricsLog, metric_record, write_run_config
+from charrnn.runs import MetricsLog, data_options, metric_record, write_run_config
 
 DEFAULT_TIME_BUDGET = 180.0  # seconds, when neither max_steps nor time_budget is given
 # Automatic evaluation: often enough to keep best.pt fresh, rarely enough that the
@@ -221,12 +221,6 @@ def score_text(model: CharRNN, vocab, text: str) -> TextScore:
         unknown=len(text) - len(kept),
         unknown_chars=unknown_chars,
     )
-
-
-def data_options(corpus: EncodedCorpus) -> dict:
-    """The text and tokenizer settings under their option names (--tokenizer, ...)."""
-    tokenizer = asdict(corpus.tokenizer_config)
-    return {**asdict(corpus.text_config), "tokenizer": tokenizer.pop("kind"), **tokenizer}
 
 
 def check_same_corpus(ckpt: dict, corpus: EncodedCorpus) -> None:
@@ -408,11 +402,11 @@ class Trainer:
         self.stop_requested = False
         self.metrics = MetricsLog(self.run_dir)
         self.meter = IntervalMeter()
-        self.resumed_from: tuple | None = None  # (step, elapsed) of the checkpoint resumed
+        # (step, elapsed) of the last.pt this trainer resumed from or saved last
+        self.last_known: tuple | None = None
         if resume is not None:
             self._restore(resume)
         self.tally = StepTally(self.device, self.skipped_steps)
-        self.stamp: tuple | None = None  # best.pt and last.pt as our last run() left them
 
     # ------------------------------------------------------------ public
 
@@ -431,34 +425,20 @@ class Trainer:
                 return self._run()
             finally:
                 self.metrics.close()
-                self.stamp = self._checkpoint_stamp()  # our own saves
 
     def _check_run_unchanged(self) -> None:
         """Under the lock: nobody saved here since this run read the folder (a trainer
         that finished while we were encoding the corpus would be overwritten)."""
-        if self.stamp is not None:  # run() ran before: our own saves are the reference
-            changed = self._checkpoint_stamp() != self.stamp
-        elif self.resumed_from is not None:
-            last = load_checkpoint(self.run_dir / LAST, mmap=True, verify=False)
-            changed = (last["step"], last["elapsed"]) != self.resumed_from
-        else:
+        if self.last_known is None:  # a new run: the folder must still have no checkpoint
             changed = run_checkpoint(self.run_dir) is not None
+        else:
+            last = load_checkpoint(self.run_dir / LAST, mmap=True, verify=False)
+            changed = (last["step"], last["elapsed"]) != self.last_known
         if changed:
             raise CharrnnError(
                 f"run {self.run_dir} changed while this training was starting: another "
                 f"process saved checkpoints there; run the command again to see its state"
             )
-
-    def _checkpoint_stamp(self) -> tuple:
-        """(mtime, size) of best.pt and last.pt, or None where missing."""
-        stamp = []
-        for name in (BEST, LAST):
-            try:
-                st = (self.run_dir / name).stat()
-                stamp.append((st.st_mtime_ns, st.st_size))
-            except OSError:
-                stamp.append(None)
-        return tuple(stamp)
 
     def done_reason(self) -> str | None:
         """Why this run cannot go on as configured: "length", "patience" or None."""
@@ -676,6 +656,8 @@ class Trainer:
             )
         path = self.run_dir / name
         save_checkpoint(self._payload(), path)
+        if name == LAST:
+            self.last_known = (self.step, self.elapsed)
         self.callback.on_save(path)
 
     def _metric(self, event: str, **values) -> dict:
@@ -730,7 +712,7 @@ class Trainer:
 
     def _restore(self, ckpt: dict) -> None:
         check_same_corpus(ckpt, self.corpus)
-        self.resumed_from = (ckpt["step"], ckpt["elapsed"])
+        self.last_known = (ckpt["step"], ckpt["elapsed"])
         self.model.load_state_dict(ckpt["model"])
         load_optimizer_state(self.optimizer, ckpt["optimizer"], self.fused)
         for key in ("step", "epoch", "window", "chars_seen", "elapsed", "train_seconds"):
@@ -763,8 +745,10 @@ class Trainer:
         vocab_size = model_options.pop("vocab_size")  # follows from the corpus, not an option
         return {
             "charrnn_version": __version__,
-            "corpus": list(self.corpus.sources) or [str(self.corpus.path)],
-            "data": data_options(self.corpus),
+            "corpus": list(self.corpus.sources),
+            "data": data_options(
+                asdict(self.corpus.text_config), asdict(self.corpus.tokenizer_config)
+            ),
             "model": model_options,
             "train": self.config.to_dict(),
             "info": {

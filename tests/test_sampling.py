@@ -7,16 +7,32 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pexpect
 import pytest
 import torch
+import torch.nn.functional as F
 
 import charrnn
 from charrnn.checkpoint import load_checkpoint
 from charrnn.model import CharRNN, ModelConfig
-from charrnn.sample import StopMatcher, beam_search, filter_logits, sequence_logprob
+from charrnn.sample import StopMatcher, beam_search, filter_logits
 from charrnn.tokenizers import CharVocab
 from tests.conftest import MIXED_TEXT, TINY_MODEL
+
+
+@torch.inference_mode()
+def sequence_logprob(model, vocab, seed: str, text: str) -> float:
+    """Summed log-probability (nats) of `text` after `seed`, in one forward pass:
+    an oracle for the scores beam search keeps step by step."""
+    device = next(model.parameters()).device
+    seed_ids, text_ids = vocab.encode(seed), vocab.encode(text)
+    both = np.concatenate([seed_ids, text_ids]).astype(np.int64)
+    ids = torch.from_numpy(both).to(device)[None]  # (1, S+T)
+    logits, _, _ = model(ids[:, :-1])  # (1, S+T-1, V)
+    logp = F.log_softmax(logits.double(), dim=-1)[0, len(seed_ids) - 1 :]  # (T, V)
+    targets = ids[0, len(seed_ids) :]
+    return float(logp.gather(1, targets[:, None]).sum())
 
 
 @pytest.fixture(scope="module")
