@@ -316,8 +316,10 @@ def _id_file(cache: Path, key: str):
         if cached:
             try:
                 return _commit_cache(cache, key, tmp, vocab, length, characters, rare)
-            except OSError:
-                pass
+            except OSError:  # train on anyway; an entry without its .json is no entry
+                moved = cache / f"{key}.ids"
+                if not tmp.exists() and moved.exists():
+                    os.replace(moved, tmp)
         ids = np.memmap(tmp, dtype=vocab.dtype, mode="r")
         tmp.unlink(missing_ok=True)  # the mapping keeps the data until it is dropped
         return ids

@@ -129,3 +129,26 @@ def test_eval_windows_cover_every_target_once(n, streams, window, min_stream):
     # read stream by stream, the kept pairs are exactly (ids[i], ids[i+1]) in order
     assert x[keep].tolist() == ids[:-1].tolist()
     assert y[keep].tolist() == ids[1:].tolist()
+
+
+def test_a_cache_that_fails_half_way_still_trains_and_leaves_no_entry(
+    write_corpus, tmp_path, monkeypatch
+):
+    """The ids are moved into the cache before its .json is written; if that write
+    fails, the corpus is still served and no .ids file is left without its .json."""
+    import charrnn.data
+    from charrnn.errors import WriteError
+
+    real_write = charrnn.data.atomic_write
+
+    def failing_json(path, write):
+        if str(path).endswith(".json"):
+            raise WriteError(28, f"cannot write {path}: no space left on device")
+        real_write(path, write)
+
+    monkeypatch.setattr(charrnn.data, "atomic_write", failing_json)
+    cache = tmp_path / "c"
+    corpus = load_corpus(write_corpus(MIXED_TEXT * 3), cache_dir=cache)
+    assert len(corpus) == len(MIXED_TEXT * 3) and not corpus.from_cache
+    assert corpus.vocab.decode(corpus.ids[:20]) == MIXED_TEXT[:20]
+    assert [p.name for p in cache.rglob("*") if p.is_file()] == []
