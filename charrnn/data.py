@@ -78,9 +78,30 @@ class EncodedCorpus:
     tokenizer_config: TokenizerConfig
     rare: RareCharacters | None  # with --min-count above 1
     sources: tuple[str, ...]  # the files and folders as given
+    # sentencepiece: the ids before the train/validation boundary, which is a character
+    # position (see `train_chars`), and the --val-frac it was placed with; None for char
+    # and byte, whose ids are characters or bytes and are split by proportion
+    train_ids: int | None = None
+    val_frac: float | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def split_sizes(self, val_frac: float) -> tuple[int, int]:
+        """(training ids, validation ids): the one place that says where the split is."""
+        if self.train_ids is None:
+            return split_sizes(len(self), val_frac)
+        if val_frac != self.val_frac:  # the tokenizer was trained on another split
+            raise ValueError(
+                f"corpus {self.path} was encoded for --val-frac {self.val_frac:g}, "
+                f"not {val_frac:g}: load it again with val_frac={val_frac:g}"
+            )
+        return self.train_ids, len(self) - self.train_ids
+
+    def split(self, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
+        """The training ids and the validation ids (the contiguous tail)."""
+        n_train, _ = self.split_sizes(val_frac)
+        return self.ids[:n_train], self.ids[n_train:]
 
     @property
     def unit(self) -> str:
@@ -125,28 +146,44 @@ def load_corpus(
     if (hit := _read_cache(cache, key)) is not None:
         vocab, ids, meta = hit
         rare = RareCharacters(**meta["rare"]) if meta.get("rare") else None
-        chars = meta["characters"]
-        return EncodedCorpus(shown, sha, vocab, ids, True, chars, text, tokenizer, rare, given)
+        chars, train_ids = meta["characters"], meta.get("train_ids")
+        split = _split_fields(train_ids, val_frac)
+        return EncodedCorpus(
+            shown, sha, vocab, ids, True, chars, text, tokenizer, rare, given, **split
+        )
 
     def pieces(phase: str):
         return corpus_text(files, text, on_bytes=_phase(progress, phase, size))
 
-    rare = None
+    # sentencepiece pieces span characters, so its split is placed in the text itself
+    kind = existing.kind if existing is not None else tokenizer.kind
+    boundary = train_chars(pieces("counting"), val_frac) if kind == "sentencepiece" else None
+    rare, retained = None, None
     if existing is not None:
-        vocab, retained = existing, None
-    elif tokenizer.kind == "char":
+        vocab = existing
+    elif kind == "char":
         vocab, rare, retained = build_char_vocab(pieces("counting"), text, tokenizer.min_count)
-    elif tokenizer.kind == "byte":
-        vocab, retained = ByteVocab(text.normalize, text.keep_line_ends), None
-    else:
-        head = training_head(files, size, text, val_frac, progress)
+    elif kind == "byte":
+        vocab = ByteVocab(text.normalize, text.keep_line_ends)
+    else:  # it learns from the training text only, not from the validation text
+        head, _ = split_text(pieces("training tokenizer"), boundary)
         vocab = train_sentencepiece(lines_of(head), tokenizer, text.normalize, text.keep_line_ends)
-        retained = None
     source = retained if retained is not None else pieces("encoding")
     with _id_file(cache, key) as (f, finish):
-        characters = write_ids(vocab, source, f)
-        ids = finish(vocab, characters, rare)
-    return EncodedCorpus(shown, sha, vocab, ids, False, characters, text, tokenizer, rare, given)
+        if boundary is None:
+            characters, train_ids = write_ids(vocab, source, f), None
+        else:
+            characters, train_ids = write_split_ids(vocab, source, boundary, f)
+        ids = finish(vocab, characters, rare, train_ids)
+    split = _split_fields(train_ids, val_frac)
+    return EncodedCorpus(
+        shown, sha, vocab, ids, False, characters, text, tokenizer, rare, given, **split
+    )
+
+
+def _split_fields(train_ids: int | None, val_frac: float) -> dict:
+    """EncodedCorpus's split fields: val_frac is kept only to check a stored boundary."""
+    return {} if train_ids is None else {"train_ids": train_ids, "val_frac": val_frac}
 
 
 def _phase(progress: Progress | None, phase: str, total: int):
@@ -170,8 +207,10 @@ def _cache_key(sha, text, tokenizer, existing, val_frac) -> str:
             tok["model"] = hashlib.sha256(tok["model"]).hexdigest()
     else:
         tok = asdict(tokenizer)
-        if tokenizer.kind == "sentencepiece":
-            tok["val_frac"] = val_frac  # it is trained on the training split only
+    if tok["kind"] == "sentencepiece":
+        # a new model is trained on the training split only, and the ids of either are
+        # split at its character boundary (`train_ids`), which val_frac places
+        tok["val_frac"] = val_frac
     key = {"sources": sha, "text": asdict(text), "tokenizer": tok}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
@@ -259,22 +298,43 @@ def lines_of(pieces):
         yield from block.split("\n")
 
 
-def training_head(files, size: int, text: TextConfig, val_frac: float, progress):
-    """The prepared text of about the first (1 - val_frac) of the `size` stored bytes:
-    the tokenizer learns from the training split, not from the validation text."""
-    limit, done = size * (1 - val_frac), 0
-    report = _phase(progress, "training tokenizer", size)
+def train_chars(pieces, val_frac: float) -> int:
+    """Characters of the prepared text before the validation split, the same rule as
+    `split_sizes` applied to characters. It takes a pass of its own: the boundary must
+    be known before the tokenizer is trained, and the text is not kept in memory."""
+    total = sum(len(piece) for piece in pieces)
+    return int(total * (1 - val_frac))
 
-    def count(n: int) -> None:
-        nonlocal done
-        done += n
-        if report:
-            report(n)
 
-    for piece in corpus_text(files, text, on_bytes=count):
-        yield piece
-        if done >= limit:
-            return
+def split_text(pieces, n: int):
+    """Text pieces as two iterators: the first `n` characters, and the rest. The piece
+    the boundary falls in is cut there; the second is read only after the first."""
+    pieces, rest = iter(pieces), []
+
+    def head():
+        left = n
+        for piece in pieces:
+            if len(piece) >= left:
+                yield piece[:left]
+                rest.append(piece[left:])
+                return
+            left -= len(piece)
+            yield piece
+
+    def tail():
+        yield from rest
+        yield from pieces
+
+    return head(), tail()
+
+
+def write_split_ids(vocab: Tokenizer, pieces, boundary: int, f) -> tuple[int, int]:
+    """Encode the text before character `boundary` and the text after it separately, so
+    no token spans the train/validation boundary. Returns (characters, training ids)."""
+    head, tail = split_text(pieces, boundary)
+    characters = write_ids(vocab, head, f)
+    train_ids = f.tell() // vocab.dtype.itemsize  # f holds this corpus's ids alone
+    return characters + write_ids(vocab, tail, f), train_ids
 
 
 # ---------------------------------------------------------------- the cache
@@ -289,6 +349,10 @@ def _read_cache(cache: Path, key: str):
         vocab = tokenizer_from_dict(tok)
         ids = np.memmap(cache / f"{key}.ids", dtype=vocab.dtype, mode="r")
         if len(ids) != meta["length"]:
+            return None
+        # an entry from before the split was a character position has no boundary, and
+        # its model may have seen the validation text: build it again
+        if tok["kind"] == "sentencepiece" and not 0 <= meta.get("train_ids", -1) <= len(ids):
             return None
         return vocab, ids, meta
     except Exception:  # a missing or stale cache entry is simply rebuilt
@@ -308,14 +372,15 @@ def _id_file(cache: Path, key: str):
         cached = False
     tmp = Path(tmp)
 
-    def finish(vocab: Tokenizer, characters: int, rare: RareCharacters | None):
+    def finish(vocab: Tokenizer, characters: int, rare: RareCharacters | None, train_ids=None):
         f.flush()
         length = f.tell() // vocab.dtype.itemsize
         if length == 0:
             raise CorpusError("the corpus is empty")
         if cached:
             try:
-                return _commit_cache(cache, key, tmp, vocab, length, characters, rare)
+                meta = _meta(vocab, length, characters, rare, train_ids)
+                return _commit_cache(cache, key, tmp, vocab, meta)
             except OSError:  # train on anyway; an entry without its .json is no entry
                 moved = cache / f"{key}.ids"
                 if not tmp.exists() and moved.exists():
@@ -338,18 +403,25 @@ def _id_file(cache: Path, key: str):
         tmp.unlink(missing_ok=True)  # gone already once committed or mapped
 
 
-def _commit_cache(cache, key, tmp, vocab, length, characters, rare) -> np.ndarray:
-    tok = vocab.to_dict()
-    if "model" in tok:
-        atomic_write(cache / f"{key}.model", lambda f: f.write(tok.pop("model")))
-        tok["model"] = None
-    os.replace(tmp, cache / f"{key}.ids")
+def _meta(vocab, length, characters, rare, train_ids) -> dict:
+    """A cache entry's .json: what a cache hit needs besides the ids."""
     meta = {
-        "tokenizer": tok,
+        "tokenizer": vocab.to_dict(),
         "length": length,
         "characters": characters,
         "rare": asdict(rare) if rare else None,
     }
+    if train_ids is not None:  # char and byte entries stay as they were
+        meta["train_ids"] = train_ids
+    return meta
+
+
+def _commit_cache(cache, key, tmp, vocab, meta) -> np.ndarray:
+    tok = meta["tokenizer"]
+    if "model" in tok:
+        atomic_write(cache / f"{key}.model", lambda f: f.write(tok.pop("model")))
+        tok["model"] = None
+    os.replace(tmp, cache / f"{key}.ids")
     # the json marks the entry complete, so it goes last
     payload = json.dumps(meta, ensure_ascii=False).encode("utf-8")
     atomic_write(cache / f"{key}.json", lambda f: f.write(payload))
@@ -384,13 +456,24 @@ def chars_needed(batch_size: int, seq_len: int, val_frac: float) -> int:
 
 
 def check_corpus_size(corpus: EncodedCorpus, batch_size: int, seq_len: int, val_frac: float):
-    need = chars_needed(batch_size, seq_len, val_frac)
-    if len(corpus) < need:
+    """Refuse a corpus whose own split (see `EncodedCorpus.split_sizes`) cannot fill one
+    training batch, or holds no validation target when there is validation."""
+    n_train, n_val = corpus.split_sizes(val_frac)
+    need_train, need_val = batch_size * seq_len + 1, 2 if val_frac > 0 else 0
+    if n_train >= need_train and n_val >= need_val:
+        return
+    options = f"--batch-size {batch_size} x --seq-len {seq_len} with --val-frac {val_frac:g}"
+    if corpus.train_ids is None:  # a proportional split: one total says it all
+        need = chars_needed(batch_size, seq_len, val_frac)
         raise CorpusError(
             f"corpus {corpus.path} is too short: {len(corpus):,} {corpus.unit}, but "
-            f"--batch-size {batch_size} x --seq-len {seq_len} with --val-frac {val_frac:g} "
-            f"needs at least {need:,}"
+            f"{options} needs at least {need:,}"
         )
+    val = f" and {need_val} for validation" if need_val else ""
+    raise CorpusError(
+        f"corpus {corpus.path} is too short: {n_train:,} {corpus.unit} for training and "
+        f"{n_val:,} for validation, but {options} needs at least {need_train:,} for training{val}"
+    )
 
 
 # ---------------------------------------------------------------- batches
