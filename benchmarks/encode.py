@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -28,6 +27,8 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+from charrnn.runtime import cpu_model
 
 console = Console(stderr=True)
 MB = 1_000_000
@@ -152,6 +153,13 @@ def main() -> None:
         default=1000,
         help="skip the nanoGPT approach above this size (it needs ~10x RAM)",
     )
+    p.add_argument(
+        "--jobs",
+        nargs="+",
+        choices=["encode", "nanogpt", "train"],
+        default=["encode", "nanogpt", "train"],
+        help="which jobs to run (e.g. only encode, to re-measure one tokenizer)",
+    )
     p.add_argument("--work", type=Path, default=Path("build/bench-encode"))
     p.add_argument("--json", type=Path, default=Path("build/bench-encode.json"))
     a = p.parse_args()
@@ -163,19 +171,21 @@ def main() -> None:
         for size in a.sizes:
             console.print(f"generating a {size} MB corpus from {a.source}")
             corpus = make_corpus(a.source, size, a.work)
-            for tok in a.tokenizers:
+            for tok in a.tokenizers if "encode" in a.jobs else ():
                 if tok == "sentencepiece" and size != min(a.sizes):
                     continue
                 runs = 1 if tok == "sentencepiece" else a.runs
                 console.print(f"{size} MB: encode with {tok} x{runs}")
                 rows.append(measure("encode", corpus, runs, tok, work))
-            if size <= a.nanogpt_max_mb:
+            if "nanogpt" in a.jobs and size <= a.nanogpt_max_mb:
                 console.print(f"{size} MB: nanoGPT's list comprehension x{a.runs}")
                 rows.append(measure("nanogpt", corpus, a.runs, "char", work))
-            console.print(f"{size} MB: a 20-step training run x{a.runs}")
-            rows.append(measure("train", corpus, a.runs, "char", work))
+            if "train" in a.jobs:
+                console.print(f"{size} MB: a 20-step training run x{a.runs}")
+                rows.append(measure("train", corpus, a.runs, "char", work))
 
-    table = Table(title=f"encoding large corpora ({platform.node()}, {os.cpu_count()} cores)")
+    title = f"encoding large corpora ({cpu_model()}, {os.cpu_count()} cores)"
+    table = Table(title=title)
     for col in ("job", "tokenizer", "corpus MB", "runs", "median s", "MB/s", "peak RSS MB"):
         table.add_column(col, justify="left" if col in ("job", "tokenizer") else "right")
     for r in rows:

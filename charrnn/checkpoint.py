@@ -19,7 +19,8 @@ import torch
 
 from charrnn.errors import CheckpointError
 from charrnn.files import atomic_write
-from charrnn.model import CharRNN, ModelConfig, resolve_device
+from charrnn.model import CharRNN, ModelConfig
+from charrnn.runtime import resolve_device
 from charrnn.tokenizers import Tokenizer, tokenizer_from_dict
 
 FORMAT = "charrnn"
@@ -166,8 +167,9 @@ def open_model(
 ) -> tuple[CharRNN, Tokenizer, dict]:
     """Model (eval mode), tokenizer and checkpoint from a .pt file or run folder, or by
     default from the newest run's best.pt under `out`."""
+    device = resolve_device(device)  # a device this machine lacks is refused before any I/O
     ckpt = load_checkpoint(Path(path) if path is not None else newest_checkpoint(out))
-    model, vocab = restore_model(ckpt, resolve_device(device))
+    model, vocab = restore_model(ckpt, device)
     return model, vocab, ckpt
 
 

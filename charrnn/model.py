@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 from dataclasses import asdict, dataclass
 
 import torch
@@ -11,7 +9,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from charrnn.data import IGNORE_INDEX
-from charrnn.errors import CharrnnError
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
@@ -168,64 +165,3 @@ def detach_state(state: State | None) -> State | None:
     if isinstance(state, tuple):
         return tuple(s.detach().float() for s in state)
     return state.detach().float()
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """auto picks CUDA, then Apple's MPS, then the CPU. An unavailable choice is an error."""
-    cuda = torch.cuda.is_available()
-    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    if name == "auto":
-        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
-    if name == "cuda" and not cuda:
-        raise CharrnnError("--device cuda: no CUDA GPU is available on this machine")
-    if name == "mps" and not mps:
-        raise CharrnnError("--device mps: Apple's MPS backend is not available on this machine")
-    if name not in ("cpu", "cuda", "mps"):
-        raise CharrnnError(f"--device must be auto, cpu, cuda or mps, not {name!r}")
-    return torch.device(name)
-
-
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def cpu_has_amx() -> bool:
-    """AMX tiles (Sapphire Rapids and later): where CPU bf16 matmuls beat fp32.
-
-    AVX512-BF16 alone is not enough: on such a CPU bf16 autocast measured slower
-    than fp32 for these LSTMs (see the README's benchmark notes).
-    """
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            return any(line.startswith("flags") and " amx_bf16" in line for line in f)
-    except OSError:
-        return False
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    """auto: bf16 autocast on CUDA GPUs that support it and on CPUs with AMX; else fp32."""
-    if name not in PRECISIONS:
-        raise CharrnnError(f"--precision must be one of {', '.join(PRECISIONS)}, not {name!r}")
-    if name == "auto":
-        if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-        return "bf16" if device.type == "cpu" and cpu_has_amx() else "fp32"
-    if name == "bf16" and device.type not in ("cpu", "cuda"):
-        raise CharrnnError(f"--precision bf16 needs a CPU or CUDA device, not {device.type}")
-    return name
-
-
-def autocast(device: torch.device, precision: str):
-    """A context in which matmuls and recurrent layers run in bf16 (weights stay fp32)."""
-    if precision != "bf16":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
-def set_threads(threads: int | None) -> int:
-    """Use `threads` CPU threads, or by default the cores this process may run on
-    (torch's default, the physical cores, capped by the CPU affinity mask)."""
-    if threads is None:
-        available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-        threads = min(torch.get_num_threads(), available or torch.get_num_threads())
-    torch.set_num_threads(max(1, threads))
-    return torch.get_num_threads()
