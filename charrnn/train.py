@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,22 +32,26 @@ from charrnn.data import (
     StreamBatches,
     check_corpus_size,
     eval_windows,
-    split_train_val,
 )
 from charrnn.errors import CharrnnError
 from charrnn.files import RunLock, remove_stale_temp_files
-from charrnn.model import (
-    CharRNN,
-    ModelConfig,
-    State,
+from charrnn.model import CharRNN, ModelConfig, State, detach_state, zero_where
+from charrnn.runs import (
+    MACHINE_OPTIONS,
+    MetricsLog,
+    data_options,
+    metric_record,
+    write_run_config,
+)
+from charrnn.runtime import (
+    Machine,
     autocast,
-    detach_state,
     resolve_device,
     resolve_precision,
     set_threads,
-    zero_where,
+    wide_float,
 )
-from charrnn.runs import MetricsLog, data_options, metric_record, write_run_config
+from charrnn.schedule import Length, Schedule, Segment, warmup_steps
 
 DEFAULT_TIME_BUDGET = 180.0  # seconds, when neither max_steps nor time_budget is given
 # Automatic evaluation: often enough to keep best.pt fresh, rarely enough that the
@@ -76,7 +80,7 @@ class TrainConfig:
     max_skips: int = 10  # non-finite steps in a row before giving up
     rng_seed: int = 1337
     device: str = "auto"
-    precision: str = "auto"  # auto | fp32 | bf16 (autocast); see model.resolve_precision
+    precision: str = "auto"  # auto | fp32 | bf16 (autocast); see runtime.resolve_precision
     threads: int | None = None  # CPU threads; None: the physical cores we may use
 
     def __post_init__(self):
@@ -155,10 +159,11 @@ def evaluate(
     with the state carried along each evaluation stream."""
     was_training = model.training
     model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=device)
+    sums = []  # float32 per window on the device (MPS has no float64); added up on the host
     count = 0
     state = None
     for x, y in eval_windows(ids):
+        count += int((y != IGNORE_INDEX).sum())  # counted on the host, from numpy
         x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
         with autocast(device, precision):
             logits, state, _ = model(x, state)  # (S, W, V)
@@ -168,12 +173,11 @@ def evaluate(
             ignore_index=IGNORE_INDEX,
             reduction="sum",
         )
-        total += loss.double()
-        count += int((y != IGNORE_INDEX).sum())
+        sums.append(loss)
     model.train(was_training)
     if count == 0:
         raise CharrnnError("the validation split has no characters to evaluate")
-    return total.item() / count
+    return math.fsum(torch.stack(sums).tolist()) / count
 
 
 @dataclass
@@ -318,7 +322,7 @@ class StepTally:
     """
 
     def __init__(self, device: torch.device, skipped: int = 0):
-        self.wide = torch.float32 if device.type == "mps" else torch.float64  # MPS: no float64
+        self.wide = wide_float(device)  # float64, but float32 on MPS, which has no float64
         self.loss_sum = torch.zeros((), dtype=self.wide, device=device)
         self.counted = torch.zeros((), dtype=torch.long, device=device)
         self.skipped = torch.tensor(skipped, dtype=torch.long, device=device)
@@ -364,6 +368,8 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.precision = resolve_precision(config.precision, self.device)
         self.threads = set_threads(config.threads)
+        self.machine = Machine(str(self.device), self.precision, self.threads)
+        self.recorded_machine: dict | None = None  # what a resumed run ran on
         check_corpus_size(corpus, config.batch_size, config.seq_len, config.val_frac)
         if config.patience is not None and (config.val_frac == 0 or config.eval_every == 0):
             raise CharrnnError(
@@ -379,7 +385,7 @@ class Trainer:
         self.optimizer, self.fused = make_optimizer(self.model, config)
         # on a CPU a host read costs nothing and stops a diverging run at once
         self.sync_every = 1 if self.device.type == "cpu" else config.log_every
-        train_ids, self.val_ids = split_train_val(corpus.ids, config.val_frac)
+        train_ids, self.val_ids = corpus.split(config.val_frac)
         if config.eval_size:  # a gigabyte corpus has far more validation text than needed
             self.val_ids = self.val_ids[: config.eval_size + 1]
         self.batches = StreamBatches(train_ids, config.batch_size, config.seq_len)
@@ -397,6 +403,12 @@ class Trainer:
         self.evals: list[dict] = []
         self.skipped_steps = 0
         self.skip_streak = 0
+        self.schedule = Schedule(
+            config.lr,
+            config.min_lr_frac,
+            warmup_steps(config.warmup_steps, config.max_steps),
+            Length(config.max_steps, config.time_budget),
+        )
         self.status = "running"
         self.created = dt.datetime.now().astimezone().isoformat(timespec="seconds")
         self.stop_requested = False
@@ -464,7 +476,7 @@ class Trainer:
         while not self.length_reached(time.perf_counter() - start + eval_seconds):
             step_start = time.perf_counter()
             self.elapsed = step_start - start
-            self._train_step(self._lr(self.elapsed))
+            self._train_step(self.schedule(self.step, self.elapsed))
             if self.step % self.sync_every == 0 or self.step % self.config.log_every == 0:
                 self._sync()
             self.train_seconds += time.perf_counter() - step_start
@@ -579,13 +591,7 @@ class Trainer:
         return every > 0 and self.step % every == 0
 
     def _progress(self, elapsed: float) -> float:
-        cfg = self.config
-        parts = []
-        if cfg.max_steps:
-            parts.append(self.step / cfg.max_steps)
-        if cfg.time_budget:
-            parts.append(elapsed / cfg.time_budget)
-        return min(1.0, max(parts))
+        return self.schedule.length.progress(self.step, elapsed)
 
     def length_reached(self, elapsed: float | None = None) -> bool:
         """Whether the run is done by steps or by the clock (`elapsed`, default: so far)."""
@@ -594,15 +600,6 @@ class Trainer:
         if cfg.max_steps is not None and self.step >= cfg.max_steps:
             return True
         return cfg.time_budget is not None and elapsed >= cfg.time_budget
-
-    def _lr(self, elapsed: float) -> float:
-        cfg = self.config
-        warmup_steps = cfg.warmup_steps
-        if cfg.max_steps:  # a short run should not spend itself warming up
-            warmup_steps = min(warmup_steps, max(1, cfg.max_steps // 10))
-        warmup = min(1.0, (self.step + 1) / warmup_steps) if warmup_steps else 1.0
-        cosine = 0.5 * (1 + math.cos(math.pi * self._progress(elapsed)))
-        return cfg.lr * warmup * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * cosine)
 
     def _step_stats(self, meter: IntervalMeter) -> StepStats:
         return StepStats(
@@ -708,6 +705,8 @@ class Trainer:
             "created": self.created,
             "state": self.state,
             "rng": rng,
+            "schedule": self.schedule.segment.to_dict(),
+            "machine": self.machine.to_dict(),
         }
 
     def _restore(self, ckpt: dict) -> None:
@@ -726,7 +725,15 @@ class Trainer:
         self.meter.steps = interval.get("steps", 0)
         self.created = ckpt.get("created", self.created)
         old = ckpt["train_config"]
-        if (old["batch_size"], old["seq_len"]) == (self.config.batch_size, self.config.seq_len):
+        self.recorded_machine = ckpt.get("machine") or {
+            key: old.get(key) for key in MACHINE_OPTIONS if old.get(key) not in (None, "auto")
+        }  # a checkpoint from before the machine was recorded: its explicit options
+        self.schedule = replace(self.schedule, segment=self._resumed_segment(ckpt))
+        same_streams = (old["batch_size"], old["seq_len"]) == (
+            self.config.batch_size,
+            self.config.seq_len,
+        )
+        if same_streams and self.window < self.batches.n_windows:
             state = ckpt["state"]
             if isinstance(state, (tuple, list)):
                 state = tuple(s.to(self.device) for s in state)
@@ -738,6 +745,19 @@ class Trainer:
         self.rng_state = ckpt["rng"]["torch"]
         if "cuda" in ckpt["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
+
+    def _resumed_segment(self, ckpt: dict) -> Segment:
+        """The schedule goes on where it was; a new length starts a new segment from
+        the learning rate the run had reached (see charrnn.schedule)."""
+        old = ckpt["train_config"]
+        segment = Segment(**ckpt["schedule"]) if "schedule" in ckpt else Segment()
+        if (old["max_steps"], old["time_budget"]) == (
+            self.config.max_steps,
+            self.config.time_budget,
+        ):
+            return segment
+        reached = ckpt["optimizer"]["param_groups"][0]["lr"]  # the last step's
+        return Segment(step=self.step, elapsed=self.elapsed, lr=reached)
 
     def _run_config(self) -> dict:
         """config.json: the options (replayable with `--config`) and what they resolved to."""

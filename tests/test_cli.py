@@ -76,11 +76,12 @@ def test_default_seed_is_a_newline(trained, run_cli):
 
 def test_a_run_is_not_overwritten_and_resume_continues(trained, run_cli):
     corpus, out, _ = trained
+    files = [out / "tiny" / name for name in ("best.pt", "last.pt", "metrics.jsonl")]
+    before = [f.read_bytes() for f in files]  # read before the refused run, not after
     again = run_cli("train", corpus, *TRAIN_FAST, "--out", out, "--run", "tiny", expect=1)
     assert "already has checkpoints" in again.stderr and "--resume" in again.stderr
-    before = (out / "tiny" / "best.pt").read_bytes()
+    assert [f.read_bytes() for f in files] == before
     assert load_checkpoint(out / "tiny" / "best.pt")["step"] in (10, 20, 30)
-    assert (out / "tiny" / "best.pt").read_bytes() == before
 
     resumed = run_cli("train", corpus, "--out", out, "--run", "tiny", "--resume", "--max-steps", 40)
     assert "resume" in resumed.stderr
@@ -90,6 +91,26 @@ def test_a_run_is_not_overwritten_and_resume_continues(trained, run_cli):
         "train", corpus, "--out", out, "--run", "tiny", "--resume", "--hidden", 64, expect=1
     )
     assert "different model" in clash.stderr and "--hidden 64" in clash.stderr
+
+
+def test_resume_refuses_another_validation_split(trained, run_cli):
+    """Training would go over text that was validation, and best losses would compare
+    different texts; a saved window past the new split's end crashed nn.LSTM."""
+    corpus, out, _ = trained
+    before = (out / "tiny" / "last.pt").read_bytes()
+    for option, value, stored in (("--val-frac", 0.05, 0.1), ("--eval-size", 500, 1000000)):
+        result = run_cli(
+            "train", corpus, "--out", out, "--resume", "tiny", option, value, "--max-steps", 40,
+            expect=1,
+        )  # fmt: skip
+        assert result.stderr == (
+            f"error: cannot resume {out / 'tiny' / 'last.pt'} with {option} {value} (checkpoint "
+            f"has {stored}): a run keeps the validation split it started with\n"
+        )
+    assert (out / "tiny" / "last.pt").read_bytes() == before
+    same = run_cli("train", corpus, "--out", out, "--resume", "tiny", "--val-frac", 0.1,
+                   "--max-steps", 40)  # fmt: skip
+    assert load_checkpoint(out / "tiny" / "last.pt")["step"] == 40, same.stderr
 
 
 def test_resume_refuses_another_corpus(trained, run_cli, write_corpus):

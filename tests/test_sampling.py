@@ -369,3 +369,28 @@ def test_the_readme_python_example_runs(model_path, capsys):
     assert "charrnn.load(" in code and "m.score(" in code
     exec(code.replace("checkpoints/shakespeare/best.pt", str(model_path)), {})
     assert len(capsys.readouterr().out) == 200  # the generate loop printed its 200 characters
+
+
+# ------------------------------------------------------------------ the model's mode
+
+
+def test_sampling_leaves_a_training_model_in_training_mode_and_samples_without_dropout():
+    """A callback that samples during training must not turn dropout off for the rest
+    of the run; and the sample itself is the eval-mode one (no dropout while sampling)."""
+    from charrnn.sample import Streams, sample_batch
+
+    torch.manual_seed(0)
+    vocab = CharVocab.from_code_points(np.array([ord(c) for c in "abcdefgh"]))
+    model = CharRNN(ModelConfig(len(vocab), layers=2, hidden=16, embed=4, dropout=0.5))
+    model.train()
+    texts = []
+    for mode in ("train", "eval", "train"):
+        model.train(mode == "train")
+        texts.append(sample_batch(model, vocab, "abc", 20, 2, rng_seed=3)[0].text)
+        assert model.training == (mode == "train")
+    assert texts[0] == texts[1] == texts[2]
+    model.train()
+    streams = Streams(model, vocab, rng_seed=1)
+    streams.feed("abc")
+    streams.step(charrnn.SampleConfig())
+    assert model.training

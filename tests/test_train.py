@@ -91,15 +91,11 @@ def test_learning_rate_warms_up_then_follows_a_cosine(write_corpus, tmp_path):
         batch_size=4, seq_len=16, lr=1.0, min_lr_frac=0.1, warmup_steps=10, max_steps=100
     )
     trainer = Trainer(corpus, small_model(len(corpus.vocab)), config, tmp_path / "r")
-    lrs = []
-    for step in range(100):
-        trainer.step = step
-        lrs.append(trainer._lr(elapsed=0.0))
+    lrs = [trainer.schedule(step, elapsed=0.0) for step in range(100)]
     assert lrs[0] == pytest.approx(0.1 * (0.1 + 0.9 * 0.5 * (1 + math.cos(0))))
     assert all(a < b for a, b in zip(lrs[:9], lrs[1:10], strict=True))  # warmup rises
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))  # then decays
-    trainer.step = 100
-    assert trainer._lr(elapsed=0.0) == pytest.approx(0.1)  # ends at min_lr_frac * lr
+    assert trainer.schedule(100, elapsed=0.0) == pytest.approx(0.1)  # ends at min_lr_frac * lr
 
 
 def test_a_time_budget_ends_the_run(write_corpus, tmp_path):
@@ -153,89 +149,6 @@ def test_evaluation_schedule(write_corpus, tmp_path):
     assert end_only.run().evals == [{"step": 100, "val_loss": end_only.last_val_loss}]
 
 
-# ---------------------------------------------------------------- precision and threads
-
-
-import charrnn.model  # noqa: E402
-from charrnn.model import resolve_precision, set_threads  # noqa: E402
-
-
-@pytest.mark.parametrize("amx,expected", [(True, "bf16"), (False, "fp32")])
-def test_auto_precision_is_bf16_only_where_the_cpu_has_amx(monkeypatch, amx, expected):
-    monkeypatch.setattr(charrnn.model, "cpu_has_amx", lambda: amx)
-    assert resolve_precision("auto", torch.device("cpu")) == expected
-    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
-    assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
-    with pytest.raises(CharrnnError, match="needs a CPU or CUDA device"):
-        resolve_precision("bf16", torch.device("mps"))
-
-
-def test_bf16_training_keeps_fp32_weights_and_state_and_resumes_in_fp32(
-    tmp_path, run_cli, write_corpus
-):
-    corpus = write_corpus(PANGRAM * 40)
-    out = tmp_path / "ck"
-    tiny = [
-        "--hidden",
-        "32",
-        "--embed",
-        "8",
-        "--batch-size",
-        "4",
-        "--seq-len",
-        "16",
-        "--threads",
-        "1",
-    ]
-    threads = torch.get_num_threads()
-    try:
-        run_cli(
-            "train",
-            corpus,
-            *tiny,
-            "--precision",
-            "bf16",
-            "--max-steps",
-            "20",
-            "--out",
-            out,
-            "--run",
-            "b",
-        )
-        last = torch.load(out / "b" / "last.pt", weights_only=True)
-        assert all(t.dtype == torch.float32 for t in last["model"].values())
-        assert all(s.dtype == torch.float32 for s in last["state"])
-        assert last["train_config"]["precision"] == "bf16" and math.isfinite(last["val_loss"])
-        config = json.loads((out / "b" / "config.json").read_text())
-        assert config["info"]["precision"] == "bf16" and config["info"]["threads"] == 1
-        result = run_cli(
-            "train",
-            corpus,
-            "--resume",
-            "b",
-            "--out",
-            out,
-            "--max-steps",
-            "30",
-            "--precision",
-            "fp32",
-        )
-        assert "fp32" in result.stderr
-        assert torch.load(out / "b" / "last.pt", weights_only=True)["step"] == 30
-    finally:
-        torch.set_num_threads(threads)
-
-
-def test_threads_default_to_what_this_process_may_use():
-    before = torch.get_num_threads()
-    try:
-        assert set_threads(1) == 1
-        torch.set_num_threads(before)
-        assert 1 <= set_threads(None) <= before
-    finally:
-        torch.set_num_threads(before)
-
-
 def test_a_run_another_trainer_saved_into_meanwhile_is_not_overwritten(write_corpus, tmp_path):
     """Two trainers that both read the folder before either held the lock: the one
     that runs second refuses rather than overwrite what the first saved."""
@@ -257,3 +170,47 @@ def test_a_run_another_trainer_saved_into_meanwhile_is_not_overwritten(write_cor
         second.run()
     assert load_checkpoint(tmp_path / "r" / "last.pt")["step"] == 10
     assert first.run().steps == 10  # a trainer may run again over its own saves
+
+
+# ---------------------------------------------------------------- resuming with a new length
+
+
+def logged_lrs(run_dir):
+    records = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r["lr"] for r in map(json.loads, records) if r["event"] == "train"}
+
+
+def test_a_longer_length_on_resume_rewarms_instead_of_jumping(run_cli, write_corpus, tmp_path):
+    """A finished 60-step run sits at its floor (0.02 x lr); extended to 120 steps, the
+    cosine of the new length stands at about half the peak. The learning rate climbs
+    there over --warmup-steps, no faster than the first warmup did, then follows the
+    unbroken 120-step run's schedule."""
+    corpus = write_corpus(PANGRAM * 4)
+    out = tmp_path / "ck"
+    opts = ["--hidden", "16", "--embed", "8", "--batch-size", "4", "--seq-len", "16"]
+    opts += ["--lr", "1e-2", "--warmup-steps", "6", "--log-every", "1", "--eval-every", "0"]
+    run_cli("train", corpus, *opts, "--max-steps", 60, "--out", out, "--run", "r")
+    run_cli("train", corpus, "--resume", "r", "--out", out, "--max-steps", 120)
+    run_cli("train", corpus, *opts, "--max-steps", 120, "--out", out, "--run", "straight")
+    lrs, straight = logged_lrs(out / "r"), logged_lrs(out / "straight")
+    assert sorted(lrs) == list(range(1, 121))
+    assert lrs[60] == pytest.approx(0.02 * 1e-2, rel=0.05)  # the first run ended at its floor
+    steps = [lrs[s + 1] - lrs[s] for s in range(1, 120)]
+    assert max(abs(d) for d in steps) <= 1e-2 / 6 * 1.001  # never faster than a warmup step
+    assert lrs[66] == pytest.approx(straight[66])  # back on the unbroken run's schedule
+    assert all(lrs[s] == pytest.approx(straight[s]) for s in range(66, 121))
+
+
+def test_a_resume_with_the_same_length_keeps_the_schedule_and_the_other_policy_decays(tmp_path):
+    from charrnn.schedule import Length, Schedule, Segment
+
+    plain = Schedule(1.0, 0.1, 10, Length(100, None))
+    assert plain(50, 0.0) == pytest.approx(0.1 + 0.9 * 0.5)
+    extended = Length(200, None)
+    rewarm = Schedule(1.0, 0.1, 10, extended, Segment(100, 0.0, 0.1, "rewarm"))
+    assert rewarm(100, 0.0) == pytest.approx(0.1 + (rewarm.lr * rewarm.decay(0.5) - 0.1) / 10)
+    assert rewarm(109, 0.0) == pytest.approx(rewarm.decay(109 / 200))
+    cont = Schedule(1.0, 0.1, 10, Length(200, None), Segment(50, 0.0, 0.6, "continue"))
+    lrs = [cont(s, 0.0) for s in range(50, 201)]
+    assert lrs[0] == pytest.approx(0.6) and lrs[-1] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))

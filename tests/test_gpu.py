@@ -1,0 +1,86 @@
+"""CUDA: run with `pytest -m gpu` on a machine with a GPU; skipped without one.
+
+The CPU suite checks the same logic with the GPU's branches monkeypatched
+(tests/test_runtime.py, tests/test_stopping.py); these check it on the device.
+"""
+
+import pytest
+import torch
+
+from charrnn.checkpoint import open_model
+from charrnn.data import load_corpus
+from charrnn.model import ModelConfig
+from charrnn.runtime import cuda_bf16_native, resolve_precision
+from charrnn.sample import generate, sample_batch
+from charrnn.train import TrainConfig, Trainer
+from tests.conftest import MIXED_TEXT
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+]
+
+
+def trainer(tmp_path, write_corpus, device: str, precision: str = "fp32", **kw) -> Trainer:
+    corpus = load_corpus(write_corpus(MIXED_TEXT * 30))
+    config = TrainConfig(
+        batch_size=4, seq_len=16, max_steps=kw.pop("max_steps", 5), eval_every=0,
+        device=device, precision=precision, threads=1, **kw,
+    )  # fmt: skip
+    model = ModelConfig(len(corpus.vocab), layers=2, hidden=32, embed=8)
+    return Trainer(corpus, model, config, tmp_path / f"{device}-{precision}")
+
+
+def test_a_cuda_training_run_matches_the_cpu_within_tolerance(tmp_path, write_corpus):
+    cpu = trainer(tmp_path, write_corpus, "cpu")
+    gpu = trainer(tmp_path, write_corpus, "cuda")
+    cpu_result, gpu_result = cpu.run(), gpu.run()
+    assert gpu_result.final_val_loss == pytest.approx(cpu_result.final_val_loss, abs=1e-3)
+    for name, weight in cpu.model.state_dict().items():
+        other = gpu.model.state_dict()[name].cpu()
+        assert torch.allclose(weight, other, atol=1e-3), name
+
+
+def test_auto_precision_on_cuda_is_bf16_only_with_native_support(tmp_path, write_corpus):
+    device = torch.device("cuda")
+    expected = "bf16" if torch.cuda.get_device_capability(device) >= (8, 0) else "fp32"
+    assert cuda_bf16_native(device) == (expected == "bf16")
+    assert resolve_precision("auto", device) == expected
+    t = trainer(tmp_path, write_corpus, "cuda", "auto")
+    assert t.precision == expected
+    t.run()
+    assert all(p.dtype == torch.float32 for p in t.model.parameters())
+
+
+def test_a_training_step_never_waits_for_the_gpu(tmp_path, write_corpus):
+    t = trainer(tmp_path, write_corpus, "cuda", max_steps=20)
+    t.model.train()
+    t._train_step(1e-3)  # the first step allocates and warms up kernels
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any host-device synchronisation raises
+    try:
+        for _ in range(3):
+            t._train_step(1e-3)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    t._sync()
+    assert t.meter.steps == 4
+
+
+def test_sampling_on_cuda_is_reproducible(tmp_path, write_corpus):
+    t = trainer(tmp_path, write_corpus, "cuda", max_steps=30)
+    t.run()
+    model, vocab = t.model.eval(), t.corpus.vocab
+    a = "".join(generate(model, vocab, "ROMEO:", 40, rng_seed=3))
+    b = "".join(generate(model, vocab, "ROMEO:", 40, rng_seed=3))
+    assert a == b and len(a) == 40
+    assert len(sample_batch(model, vocab, "ROMEO:", 20, 8, rng_seed=1)) == 8
+
+
+def test_a_cuda_checkpoint_samples_on_the_cpu(tmp_path, write_corpus):
+    t = trainer(tmp_path, write_corpus, "cuda", max_steps=30)
+    result = t.run()
+    model, vocab, ckpt = open_model(result.last_path, device="cpu")
+    assert next(model.parameters()).device.type == "cpu"
+    assert ckpt["machine"]["device"].startswith("cuda")
+    assert len("".join(generate(model, vocab, "ROMEO:", 50, rng_seed=1))) == 50
