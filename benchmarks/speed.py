@@ -37,26 +37,13 @@ from torch import nn
 from charrnn.checkpoint import save_checkpoint
 from charrnn.data import load_corpus
 from charrnn.model import CharRNN, ModelConfig
-from charrnn.runtime import cpu_bf16_problem, cpu_model
+from charrnn.runtime import cpu_bf16_problem, cpu_flags, cpu_model
 from charrnn.sample import SampleConfig, generate, sample_batch
 from charrnn.train import TrainConfig, Trainer
 
 console = Console(stderr=True)
 GRID = [(layers, hidden) for layers in (1, 2, 3) for hidden in (128, 256, 512)]
 BATCH, WINDOW, EMBED = 50, 50, 64
-
-
-def cpu_flags() -> list[str]:
-    """The CPU flags that decide bf16 speed, as /proc/cpuinfo names them."""
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next(
-                (line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []
-            )
-    except OSError:
-        return []
-    return [flag for flag in wanted if flag in flags]
 
 
 def median_time(fn, repeats: int, warmup: int = 2) -> float:
@@ -176,7 +163,8 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=Path("build/bench.json"))
     a = p.parse_args()
 
-    rows, report = [], {"machine": f"{cpu_model()} [{' '.join(cpu_flags()) or 'no AVX-512'}], "
+    flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in cpu_flags()]
+    rows, report = [], {"machine": f"{cpu_model()} [{' '.join(flags)}], "
                         f"{os.cpu_count()} cpus, {torch.get_num_threads()} threads",
                         "torch": torch.__version__}  # fmt: skip
     if "bf16" in a.precisions and (problem := cpu_bf16_problem()) is not None:

@@ -399,8 +399,8 @@ RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     default="auto",
     show_default=True,
     help="bf16: autocast matmuls and recurrent layers to bfloat16 (weights stay fp32); "
-    "refused where the machine has no native bf16. auto: bf16 on CUDA GPUs with native "
-    "bf16 (Ampere or newer) and on CPUs with AMX, else fp32.",
+    "refused on a CPU without native bf16 and on MPS. auto: bf16 on CUDA GPUs with "
+    "native bf16 (Ampere or newer) and on CPUs with AMX, else fp32.",
 )
 @click.option(
     "--threads",
@@ -488,6 +488,12 @@ def train(ctx, corpus, run_name, out, resume, **options):
         trainer = Trainer(corpus_data, model_config, train_config, run_dir, resume=ckpt)
         refuse_finished_run(trainer, ckpt)
         describe_start(corpus_data, model_config, train_config, run_dir, ckpt)
+        if trainer.split_moved:
+            info(
+                "[yellow]note:[/] an older charrnn split this run's SentencePiece ids "
+                "elsewhere and trained its tokenizer on the validation text too; validation "
+                "losses from before this resume measured other text"
+            )
         recorded = trainer.recorded_machine or ctx.meta.get(RECORDED_MACHINE)
         if changes := trainer.machine.changes_from(recorded):
             info(

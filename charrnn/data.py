@@ -100,6 +100,8 @@ class EncodedCorpus:
 
     def split(self, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
         """The training ids and the validation ids (the contiguous tail)."""
+        if self.train_ids is None:
+            return split_train_val(self.ids, val_frac)
         n_train, _ = self.split_sizes(val_frac)
         return self.ids[:n_train], self.ids[n_train:]
 

@@ -70,11 +70,6 @@ class OptionsFile:
     recorded_machine: dict | None  # a run's config.json: what that run ran on
 
 
-def read_options_file(path: Path) -> dict:
-    """Options from a TOML file or a run's config.json, as a flat {option_name: value}."""
-    return load_options_file(path).options
-
-
 def load_options_file(path: Path) -> OptionsFile:
     """Options from a TOML file or a run's config.json.
 

@@ -66,19 +66,40 @@ def wide_float(device: torch.device) -> torch.dtype:
     return torch.float64 if has_float64(device) else torch.float32
 
 
+def device_label(device: torch.device) -> str:
+    """The device as a run records it: plain "cuda" means the current GPU, so name it."""
+    if device.type == "cuda" and device.index is None:
+        return f"cuda:{torch.cuda.current_device()}"
+    return str(device)
+
+
 # ------------------------------------------------------------------ precision
+
+
+@functools.cache
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo (Linux); empty elsewhere."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return fields
 
 
 def cpu_model() -> str:
     """The CPU's marketing name, for messages ("AMD EPYC", "Intel Xeon Platinum 8480+")."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine() or "CPU"
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux names them (avx2, avx512_bf16, amx_bf16...)."""
+    return set(_cpuinfo().get("flags", "").split())
 
 
 @functools.cache
@@ -92,11 +113,7 @@ def cpu_has_amx() -> bool:
     if query is not None:
         with contextlib.suppress(Exception):
             return bool(query())
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            return any(line.startswith("flags") and " amx_bf16" in line for line in f)
-    except OSError:
-        return False
+    return "amx_bf16" in cpu_flags()
 
 
 @functools.cache
@@ -110,11 +127,12 @@ def cpu_bf16_problem() -> str | None:
     does not run at all ("could not create a primitive descriptor").
     """
     lacks = f"this CPU ({cpu_model()}) has no native bfloat16 support in PyTorch"
+    x86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
     query = getattr(getattr(torch.ops, "mkldnn", None), "_is_mkldnn_bf16_supported", None)
     if query is not None:
         with contextlib.suppress(Exception):
             if not query():
-                return f"{lacks} (it needs AVX-512 or AMX)"
+                return f"{lacks} (it needs AVX-512 or AMX)" if x86 else lacks
     try:
         _bf16_smoke_test()
     except Exception as e:  # whatever the kernel raises, the answer is "not here"
@@ -128,15 +146,17 @@ def _bf16_smoke_test() -> None:
     """A step of each recurrent cell under CPU bf16 autocast; raises where one fails."""
     state = torch.get_rng_state()  # the probe must not shift a run's random numbers
     try:
-        x = torch.randn(2, 3, 4)
-        for cell in (torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN):
-            layer = cell(4, 8, batch_first=True)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                out, _ = layer(x)
-            loss = out.float().sum()
-            loss.backward()
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"{cell.__name__} gives a non-finite result")
+        # gradients on, whatever context the first caller is in: a cached "no" would stick
+        with torch.inference_mode(False), torch.enable_grad():
+            x = torch.randn(2, 3, 4)
+            for cell in (torch.nn.LSTM, torch.nn.GRU, torch.nn.RNN):
+                layer = cell(4, 8, batch_first=True)
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    out, _ = layer(x)
+                loss = out.float().sum()
+                loss.backward()
+                if not torch.isfinite(loss):
+                    raise RuntimeError(f"{cell.__name__} gives a non-finite result")
     finally:
         torch.set_rng_state(state)
 

@@ -24,6 +24,9 @@ from dataclasses import asdict, dataclass
 
 POLICIES = ("rewarm", "continue")
 RESUME_POLICY = "rewarm"
+# TrainConfig's default warmup. A re-warm is never shorter than this (capped like a
+# warmup, at a tenth of --max-steps), even under --warmup-steps 0: that would jump.
+DEFAULT_WARMUP_STEPS = 200
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,11 @@ class Length:
         if self.time_budget:
             parts.append(elapsed / self.time_budget)
         return min(1.0, max(parts)) if parts else 0.0
+
+    def reached(self, step: int, elapsed: float) -> bool:
+        if self.max_steps is not None and step >= self.max_steps:
+            return True
+        return self.time_budget is not None and elapsed >= self.time_budget
 
 
 @dataclass(frozen=True)
@@ -81,7 +89,8 @@ class Schedule:
             floor = self.lr * self.min_lr_frac
             return floor + (seg.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, share)))
         target = self.lr * self.decay(progress)  # where an unbroken run would stand
-        return seg.lr + (target - seg.lr) * ramp(step - seg.step + 1, self.warmup)
+        rewarm = self.warmup or warmup_steps(DEFAULT_WARMUP_STEPS, self.length.max_steps)
+        return seg.lr + (target - seg.lr) * ramp(step - seg.step + 1, rewarm)
 
 
 def ramp(steps_done: int, warmup: int) -> float:

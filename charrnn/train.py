@@ -46,12 +46,13 @@ from charrnn.runs import (
 from charrnn.runtime import (
     Machine,
     autocast,
+    device_label,
     resolve_device,
     resolve_precision,
     set_threads,
     wide_float,
 )
-from charrnn.schedule import Length, Schedule, Segment, warmup_steps
+from charrnn.schedule import DEFAULT_WARMUP_STEPS, Length, Schedule, Segment, warmup_steps
 
 DEFAULT_TIME_BUDGET = 180.0  # seconds, when neither max_steps nor time_budget is given
 # Automatic evaluation: often enough to keep best.pt fresh, rarely enough that the
@@ -67,7 +68,7 @@ class TrainConfig:
     seq_len: int = 50
     lr: float = 7e-3
     min_lr_frac: float = 0.02
-    warmup_steps: int = 200  # at most a tenth of max_steps, when that is given
+    warmup_steps: int = DEFAULT_WARMUP_STEPS  # at most a tenth of max_steps, when given
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     val_frac: float = 0.1
@@ -349,6 +350,10 @@ class StepTally:
         return loss_sum, int(counted), int(longest), int(skipped)
 
 
+# what the learning rate follows: a change to any of them on resume starts a new segment
+SCHEDULE_OPTIONS = ("max_steps", "time_budget", "lr", "min_lr_frac", "warmup_steps")
+
+
 class Trainer:
     """Trains a CharRNN on an encoded corpus, writing checkpoints into `run_dir`."""
 
@@ -368,7 +373,7 @@ class Trainer:
         self.device = resolve_device(config.device)
         self.precision = resolve_precision(config.precision, self.device)
         self.threads = set_threads(config.threads)
-        self.machine = Machine(str(self.device), self.precision, self.threads)
+        self.machine = Machine(device_label(self.device), self.precision, self.threads)
         self.recorded_machine: dict | None = None  # what a resumed run ran on
         check_corpus_size(corpus, config.batch_size, config.seq_len, config.val_frac)
         if config.patience is not None and (config.val_frac == 0 or config.eval_every == 0):
@@ -386,6 +391,8 @@ class Trainer:
         # on a CPU a host read costs nothing and stops a diverging run at once
         self.sync_every = 1 if self.device.type == "cpu" else config.log_every
         train_ids, self.val_ids = corpus.split(config.val_frac)
+        self.train_size = len(train_ids)
+        self.split_moved = False  # see _restore
         if config.eval_size:  # a gigabyte corpus has far more validation text than needed
             self.val_ids = self.val_ids[: config.eval_size + 1]
         self.batches = StreamBatches(train_ids, config.batch_size, config.seq_len)
@@ -595,11 +602,8 @@ class Trainer:
 
     def length_reached(self, elapsed: float | None = None) -> bool:
         """Whether the run is done by steps or by the clock (`elapsed`, default: so far)."""
-        cfg = self.config
         elapsed = self.elapsed if elapsed is None else elapsed
-        if cfg.max_steps is not None and self.step >= cfg.max_steps:
-            return True
-        return cfg.time_budget is not None and elapsed >= cfg.time_budget
+        return self.schedule.length.reached(self.step, elapsed)
 
     def _step_stats(self, meter: IntervalMeter) -> StepStats:
         return StepStats(
@@ -706,6 +710,7 @@ class Trainer:
             "state": self.state,
             "rng": rng,
             "schedule": self.schedule.segment.to_dict(),
+            "train_ids": self.train_size,  # where the validation split begins
             "machine": self.machine.to_dict(),
         }
 
@@ -724,6 +729,13 @@ class Trainer:
         self.meter.loss_sum = interval.get("loss_sum", 0.0)
         self.meter.steps = interval.get("steps", 0)
         self.created = ckpt.get("created", self.created)
+        # SentencePiece runs of an older charrnn split the ids elsewhere (and their model
+        # saw validation text): say so, since their val losses compare different texts
+        stored = ckpt.get("train_ids")
+        if stored is None:
+            self.split_moved = self.corpus.train_ids is not None
+        else:
+            self.split_moved = stored != self.train_size
         old = ckpt["train_config"]
         self.recorded_machine = ckpt.get("machine") or {
             key: old.get(key) for key in MACHINE_OPTIONS if old.get(key) not in (None, "auto")
@@ -749,12 +761,9 @@ class Trainer:
     def _resumed_segment(self, ckpt: dict) -> Segment:
         """The schedule goes on where it was; a new length starts a new segment from
         the learning rate the run had reached (see charrnn.schedule)."""
-        old = ckpt["train_config"]
+        old, new = ckpt["train_config"], self.config.to_dict()
         segment = Segment(**ckpt["schedule"]) if "schedule" in ckpt else Segment()
-        if (old["max_steps"], old["time_budget"]) == (
-            self.config.max_steps,
-            self.config.time_budget,
-        ):
+        if all(old.get(key) == new[key] for key in SCHEDULE_OPTIONS):
             return segment
         reached = ckpt["optimizer"]["param_groups"][0]["lr"]  # the last step's
         return Segment(step=self.step, elapsed=self.elapsed, lr=reached)

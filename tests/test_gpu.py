@@ -21,11 +21,19 @@ pytestmark = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def exact_fp32(monkeypatch):
+    """No TF32 (on by default for cuDNN on Ampere and newer): fp32 on the GPU and the
+    CPU then differ by rounding alone."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+
+
 def trainer(tmp_path, write_corpus, device: str, precision: str = "fp32", **kw) -> Trainer:
     corpus = load_corpus(write_corpus(MIXED_TEXT * 30))
     config = TrainConfig(
         batch_size=4, seq_len=16, max_steps=kw.pop("max_steps", 5), eval_every=0,
-        device=device, precision=precision, threads=1, **kw,
+        device=device, precision=precision, lr=1e-3, **kw,
     )  # fmt: skip
     model = ModelConfig(len(corpus.vocab), layers=2, hidden=32, embed=8)
     return Trainer(corpus, model, config, tmp_path / f"{device}-{precision}")
@@ -36,9 +44,12 @@ def test_a_cuda_training_run_matches_the_cpu_within_tolerance(tmp_path, write_co
     gpu = trainer(tmp_path, write_corpus, "cuda")
     cpu_result, gpu_result = cpu.run(), gpu.run()
     assert gpu_result.final_val_loss == pytest.approx(cpu_result.final_val_loss, abs=1e-3)
+    # AdamW moves a weight by about lr a step whatever the gradient's size, so a gradient
+    # near zero that rounds to the other sign may differ by 2 lr a step: 5 steps, 1e-2
     for name, weight in cpu.model.state_dict().items():
         other = gpu.model.state_dict()[name].cpu()
-        assert torch.allclose(weight, other, atol=1e-3), name
+        assert torch.allclose(weight, other, atol=1e-2), name
+        assert (weight - other).abs().mean() < 1e-4, name  # and nearly all agree closely
 
 
 def test_auto_precision_on_cuda_is_bf16_only_with_native_support(tmp_path, write_corpus):

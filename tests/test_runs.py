@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from charrnn.checkpoint import load_checkpoint
-from charrnn.runs import METRIC_KEYS, MetricsLog, read_metrics, read_options_file
+from charrnn.runs import METRIC_KEYS, MetricsLog, load_options_file, read_metrics
 from tests.conftest import MIXED_TEXT, TINY_MODEL
 
 TRAIN_FAST = [*TINY_MODEL, "--max-steps", "30", "--eval-every", "10", "--lr", "1e-2"]
@@ -124,7 +124,7 @@ def test_bad_config_files_are_usage_errors(tmp_path, write_corpus, run_cli, text
 def test_options_file_flattens_tables_and_ignores_run_info(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"model": {"hidden": 8}, "train": {"seq-len": 4}, "info": {"x": 1}}))
-    assert read_options_file(path) == {"hidden": 8, "seq_len": 4}
+    assert load_options_file(path).options == {"hidden": 8, "seq_len": 4}
 
 
 def test_runs_lists_every_run(two_runs, run_cli):

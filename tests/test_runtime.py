@@ -7,6 +7,7 @@ the other branch, so both are checked on every CPU (AVX2-only, AVX512-BF16, AMX)
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -182,8 +183,10 @@ def test_machine_changes_name_only_what_differs():
 
 
 @pytest.fixture
-def run_from_a_gpu_box(tmp_path, run_cli, write_corpus):
-    """A run whose checkpoint and config.json say it trained on cuda:0 in bf16, 64 threads."""
+def run_from_a_gpu_box(tmp_path, run_cli, write_corpus, monkeypatch):
+    """A run whose checkpoint and config.json say it trained on cuda:0 in bf16, 64 threads.
+    `auto` resolves to fp32 here on any CPU (an AMX one would pick bf16)."""
+    monkeypatch.setattr(runtime, "cpu_has_amx", lambda: False)
     corpus = write_corpus(MIXED_TEXT * 30)
     out = tmp_path / "ck"
     run_cli("train", corpus, *TINY_MODEL, "--max-steps", 10, "--out", out, "--run", "gpu")
@@ -288,3 +291,31 @@ def test_nothing_makes_a_float64_tensor_on_a_device_without_float64(
         sample_batch(model, vocab, "ROMEO:", 10, 3, rng_seed=1)
         beam_search(model, vocab, "ROMEO:", 10, 3)
     assert watch.made == []
+
+
+def test_the_readme_troubleshooting_shows_these_messages(monkeypatch):
+    """README's machine table, from the code's own messages (the CPU named as here)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    monkeypatch.setattr(runtime, "cpu_model", lambda: "AMD EPYC")
+    monkeypatch.setattr(runtime.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    runtime.cpu_bf16_problem.cache_clear()
+    try:
+        messages = []
+        for name, device in (("bf16", CPU), ("bf16", MPS)):
+            with pytest.raises(CharrnnError) as e:
+                resolve_precision(name, device)
+            messages.append(str(e.value))
+    finally:
+        runtime.cpu_bf16_problem.cache_clear()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(CharrnnError) as e:
+        resolve_device("cuda:1")
+    messages.append(str(e.value))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(CharrnnError) as e:
+        resolve_device("cuda:2")
+    messages.append(str(e.value))
+    for message in messages:
+        assert f"`error: {message}`" in readme

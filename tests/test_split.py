@@ -142,3 +142,24 @@ def test_the_size_check_uses_the_corpus_split(write_corpus):
         check_corpus_size(corpus, 1, n_train, 0.1)
     with pytest.raises(ValueError, match="--val-frac"):
         check_corpus_size(corpus, 1, 1, 0.2)
+
+
+def test_resuming_a_run_whose_split_an_older_charrnn_placed_says_so(
+    tmp_path, run_cli, write_corpus
+):
+    """An older charrnn split SentencePiece ids by proportion (and trained the model on
+    the validation text too); its checkpoints carry no `train_ids`."""
+    from charrnn.checkpoint import load_checkpoint, save_checkpoint
+
+    corpus = write_corpus(varied_words(20_000))
+    out = tmp_path / "ck"
+    sp = ["--tokenizer", "sentencepiece", "--sp-type", "bpe", "--vocab-size", "300"]
+    run_cli("train", corpus, *sp, *TINY_MODEL, "--max-steps", 2, "--out", out, "--run", "sp")
+    again = run_cli("train", corpus, "--resume", "sp", "--out", out, "--max-steps", 3)
+    assert "note:" not in again.stderr  # this version's own checkpoint: the same split
+    ckpt = load_checkpoint(out / "sp" / "last.pt")
+    for key in ("path", "format", "format_version", "train_ids"):
+        del ckpt[key]
+    save_checkpoint(ckpt, out / "sp" / "last.pt")
+    old = run_cli("train", corpus, "--resume", "sp", "--out", out, "--max-steps", 4)
+    assert "note: an older charrnn split this run's SentencePiece ids elsewhere" in old.stderr

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 
@@ -214,3 +215,30 @@ def test_a_resume_with_the_same_length_keeps_the_schedule_and_the_other_policy_d
     lrs = [cont(s, 0.0) for s in range(50, 201)]
     assert lrs[0] == pytest.approx(0.6) and lrs[-1] == pytest.approx(0.1)
     assert all(a >= b for a, b in zip(lrs, lrs[1:], strict=False))
+
+
+def test_a_rewarm_is_never_a_jump_even_without_a_warmup():
+    from charrnn.schedule import Length, Schedule, Segment
+
+    no_warmup = Schedule(1.0, 0.02, 0, Length(1000, None), Segment(500, 0.0, 0.02))
+    target = no_warmup.decay(0.5)
+    lrs = [no_warmup(s, 0.0) for s in range(500, 601)]
+    assert lrs[0] == pytest.approx(0.02 + (target - 0.02) / 100)  # a tenth of 1000 steps
+    assert lrs[99] == pytest.approx(no_warmup.decay(599 / 1000))
+
+
+def test_a_new_learning_rate_on_resume_starts_a_segment_where_the_run_stood(write_corpus, tmp_path):
+    corpus = load_corpus(write_corpus(PANGRAM))
+    model = small_model(len(corpus.vocab))
+    config = TrainConfig(batch_size=4, seq_len=16, max_steps=40, warmup_steps=4, lr=1e-2)
+    first = Trainer(corpus, model, config, tmp_path / "r", callback=StopAt(20))
+    first.run()
+    stood = first.optimizer.param_groups[0]["lr"]
+    ckpt = load_checkpoint(tmp_path / "r" / "last.pt")
+    same = Trainer(corpus, model, config, tmp_path / "r", resume=ckpt)
+    assert same.schedule.segment.lr is None  # nothing changed: the run's own schedule
+    faster = dataclasses.replace(config, lr=5e-2)
+    resumed = Trainer(corpus, model, faster, tmp_path / "r", resume=ckpt)
+    segment = resumed.schedule.segment
+    assert (segment.step, segment.lr) == (20, stood)
+    assert resumed.schedule(20, 0.0) - stood <= 5e-2 / 4 + 1e-12  # one warmup step at most
