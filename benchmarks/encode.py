@@ -174,9 +174,8 @@ def main() -> None:
             for tok in a.tokenizers if "encode" in a.jobs else ():
                 if tok == "sentencepiece" and size != min(a.sizes):
                     continue
-                runs = 1 if tok == "sentencepiece" else a.runs
-                console.print(f"{size} MB: encode with {tok} x{runs}")
-                rows.append(measure("encode", corpus, runs, tok, work))
+                console.print(f"{size} MB: encode with {tok} x{a.runs}")
+                rows.append(measure("encode", corpus, a.runs, tok, work))
             if "nanogpt" in a.jobs and size <= a.nanogpt_max_mb:
                 console.print(f"{size} MB: nanoGPT's list comprehension x{a.runs}")
                 rows.append(measure("nanogpt", corpus, a.runs, "char", work))
