@@ -763,8 +763,8 @@ class Trainer:
         the learning rate the run had reached (see charrnn.schedule)."""
         old, new = ckpt["train_config"], self.config.to_dict()
         segment = Segment(**ckpt["schedule"]) if "schedule" in ckpt else Segment()
-        if all(old.get(key) == new[key] for key in SCHEDULE_OPTIONS):
-            return segment
+        if self.step == 0 or all(old.get(key) == new[key] for key in SCHEDULE_OPTIONS):
+            return segment  # (at step 0 no learning rate was reached: warm up as new)
         reached = ckpt["optimizer"]["param_groups"][0]["lr"]  # the last step's
         return Segment(step=self.step, elapsed=self.elapsed, lr=reached)
 
