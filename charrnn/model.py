@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -142,6 +143,18 @@ class SingleStep:
         logits = torch.addmm(self.head_b, x, self.head_w)  # (B, V)
         h_out = torch.stack(new_h)
         return logits, ((h_out, torch.stack(new_c)) if lstm else h_out)
+
+
+@contextmanager
+def eval_mode(model: nn.Module):
+    """The model in eval mode (no dropout) for a while, then back in whichever mode it
+    was: sampling or validation from a training callback must not turn dropout off."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def zero_where(state: State | None, condition: torch.Tensor) -> State | None:

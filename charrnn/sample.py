@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from charrnn.errors import CharrnnError, UnknownCharactersError
-from charrnn.model import CharRNN, SingleStep, State
+from charrnn.model import CharRNN, SingleStep, State, eval_mode
 from charrnn.runtime import wide_float
 from charrnn.tokenizers import Tokenizer
 
@@ -109,17 +108,6 @@ def encode_seed(vocab: Tokenizer, seed: str, unknown: str = "error") -> tuple[st
         raise UnknownCharactersError(missing)
     gone = set(missing)
     return "".join(c for c in seed if c not in gone), missing
-
-
-@contextmanager
-def eval_mode(model: torch.nn.Module):
-    """The model in eval mode for a while, then back in whichever mode it was."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def ban(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:

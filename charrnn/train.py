@@ -35,7 +35,7 @@ from charrnn.data import (
 )
 from charrnn.errors import CharrnnError
 from charrnn.files import RunLock, remove_stale_temp_files
-from charrnn.model import CharRNN, ModelConfig, State, detach_state, zero_where
+from charrnn.model import CharRNN, ModelConfig, State, detach_state, eval_mode, zero_where
 from charrnn.runs import (
     MACHINE_OPTIONS,
     MetricsLog,
@@ -158,24 +158,22 @@ def evaluate(
 ) -> float:
     """Mean cross-entropy (nats/char) over every character of `ids` after the first,
     with the state carried along each evaluation stream."""
-    was_training = model.training
-    model.eval()
     sums = []  # float32 per window on the device (MPS has no float64); added up on the host
     count = 0
     state = None
-    for x, y in eval_windows(ids):
-        count += int((y != IGNORE_INDEX).sum())  # counted on the host, from numpy
-        x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-        with autocast(device, precision):
-            logits, state, _ = model(x, state)  # (S, W, V)
-        loss = F.cross_entropy(
-            logits.reshape(-1, logits.size(-1)).float(),
-            y.reshape(-1),
-            ignore_index=IGNORE_INDEX,
-            reduction="sum",
-        )
-        sums.append(loss)
-    model.train(was_training)
+    with eval_mode(model):
+        for x, y in eval_windows(ids):
+            count += int((y != IGNORE_INDEX).sum())  # counted on the host, from numpy
+            x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+            with autocast(device, precision):
+                logits, state, _ = model(x, state)  # (S, W, V)
+            loss = F.cross_entropy(
+                logits.reshape(-1, logits.size(-1)).float(),
+                y.reshape(-1),
+                ignore_index=IGNORE_INDEX,
+                reduction="sum",
+            )
+            sums.append(loss)
     if count == 0:
         raise CharrnnError("the validation split has no characters to evaluate")
     return math.fsum(torch.stack(sums).tolist()) / count

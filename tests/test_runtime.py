@@ -151,6 +151,14 @@ def test_devices_this_machine_lacks_are_named(monkeypatch):
         resolve_device("gpu")
 
 
+def test_auto_picks_mps_on_a_mac_without_cuda(monkeypatch):
+    """The other branch of the MPS probe (no Mac here)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(runtime, "mps_available", lambda: True)
+    assert resolve_device("auto") == MPS
+    assert resolve_device("mps") == MPS
+
+
 def test_the_cli_takes_cuda_n_and_refuses_other_names(run_cli, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     usage = run_cli("sample", "--device", "gpu0", "--out", tmp_path, expect=2)
