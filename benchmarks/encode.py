@@ -37,8 +37,8 @@ MB = 1_000_000
 ENCODE_CHILD = """
 import json, resource, sys, time
 from pathlib import Path
-from charrnn.data import load_corpus
-from charrnn.tokenizers import TokenizerConfig
+from charrnn.data.cache import load_corpus
+from charrnn.text.config import TokenizerConfig
 t0 = time.perf_counter()
 tok = TokenizerConfig(kind=sys.argv[3])
 c = load_corpus(sys.argv[1], tokenizer=tok, cache_dir=Path(sys.argv[2]))

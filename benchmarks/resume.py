@@ -25,18 +25,19 @@ from rich.console import Console
 from rich.table import Table
 
 from charrnn.checkpoint import load_checkpoint
-from charrnn.data import load_corpus
-from charrnn.model import ModelConfig
+from charrnn.data.cache import load_corpus
+from charrnn.model.config import ModelConfig
+from charrnn.runs.writer import run_trainer
 from charrnn.runtime import cpu_model
-from charrnn.schedule import POLICIES
-from charrnn.train import TrainConfig, Trainer
+from charrnn.train.config import TrainConfig
+from charrnn.train.schedule import POLICIES
 
 console = Console(stderr=True)
 
 
 def train(corpus, config: TrainConfig, run_dir: Path, resume=None, policy=None) -> float:
     model = ModelConfig(vocab_size=len(corpus.vocab))
-    trainer = Trainer(corpus, model, config, run_dir, resume=resume)
+    trainer = run_trainer(corpus, model, config, run_dir, resume=resume)
     if policy is not None:
         segment = replace(trainer.schedule.segment, policy=policy)
         trainer.schedule = replace(trainer.schedule, segment=segment)

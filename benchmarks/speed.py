@@ -35,11 +35,14 @@ from rich.table import Table
 from torch import nn
 
 from charrnn.checkpoint import save_checkpoint
-from charrnn.data import load_corpus
-from charrnn.model import CharRNN, ModelConfig
+from charrnn.data.cache import load_corpus
+from charrnn.model.config import ModelConfig
+from charrnn.model.rnn import CharRNN
+from charrnn.runs.writer import run_trainer
 from charrnn.runtime import cpu_bf16_problem, cpu_flags, cpu_model
-from charrnn.sample import SampleConfig, generate, sample_batch
-from charrnn.train import TrainConfig, Trainer
+from charrnn.sample.config import SampleConfig
+from charrnn.sample.generate import generate, sample_batch
+from charrnn.train.config import TrainConfig
 
 console = Console(stderr=True)
 GRID = [(layers, hidden) for layers in (1, 2, 3) for hidden in (128, 256, 512)]
@@ -73,7 +76,7 @@ def time_charrnn_step(corpus, layers: int, hidden: int, precision: str, work: Pa
     config = TrainConfig(batch_size=BATCH, seq_len=WINDOW, max_steps=10**9, precision=precision,
                          eval_every=0, device="cpu")  # fmt: skip
     model = ModelConfig(vocab_size=len(corpus.vocab), layers=layers, hidden=hidden, embed=EMBED)
-    trainer = Trainer(corpus, model, config, work / f"{layers}x{hidden}-{precision}")
+    trainer = run_trainer(corpus, model, config, work / f"{layers}x{hidden}-{precision}")
     trainer.model.train()
     seconds = median_time(lambda: trainer._train_step(1e-3), repeats=steps)
     return BATCH * WINDOW / seconds
@@ -111,7 +114,7 @@ def loss_at_equal_steps(corpus, precision: str, seed: int, steps: int, work: Pat
                          max_steps=steps, eval_every=0, precision=precision, rng_seed=seed,
                          device="cpu")  # fmt: skip
     model = ModelConfig(vocab_size=len(corpus.vocab), layers=1, hidden=256, embed=EMBED)
-    return Trainer(corpus, model, config, work / f"eq-{precision}-{seed}").run().final_val_loss
+    return run_trainer(corpus, model, config, work / f"eq-{precision}-{seed}").run().final_val_loss
 
 
 def sampling_speed(vocab, streams: int, length: int) -> float:

@@ -14,14 +14,11 @@ from collections.abc import Iterable, Iterator
 
 from charrnn.checkpoint import open_model
 from charrnn.errors import CharrnnError, UnknownCharactersError
-from charrnn.sample import (
-    SampleConfig,
-    beam_search,
-    encode_seed,
-    generate,
-    sample_batch,
-)
-from charrnn.train import score_text
+from charrnn.evaluate import score_text
+from charrnn.sample.beam import beam_search
+from charrnn.sample.config import SampleConfig
+from charrnn.sample.generate import generate, sample_batch
+from charrnn.sample.streams import encode_seed
 
 
 def load(
@@ -84,10 +81,13 @@ class Model:
         )
         return [s.text for s in samples]
 
-    def beam(self, seed: str = "\n", length: int = 200, beam: int = 4) -> str:
+    def beam(
+        self, seed: str = "\n", length: int = 200, beam: int = 4, stop: Iterable[str] = ()
+    ) -> str:
         """The most probable continuation of `length` tokens (characters, for a char
-        model) that beam search finds."""
-        return beam_search(self.model, self.vocab, self._seed(seed, "error"), length, beam).text
+        model), or of fewer that end at a `stop` string, that beam search finds."""
+        seed = self._seed(seed, "error")
+        return beam_search(self.model, self.vocab, seed, length, beam, stop).text
 
     def score(self, text: str) -> float:
         """Cross-entropy of `text` in nats per token (per character for a char model),

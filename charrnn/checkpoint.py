@@ -19,9 +19,10 @@ import torch
 
 from charrnn.errors import CheckpointError
 from charrnn.files import atomic_write
-from charrnn.model import CharRNN, ModelConfig
+from charrnn.model.config import ModelConfig
+from charrnn.model.rnn import CharRNN
 from charrnn.runtime import resolve_device
-from charrnn.tokenizers import Tokenizer, tokenizer_from_dict
+from charrnn.text.tokenizers import Tokenizer, tokenizer_from_dict
 
 FORMAT = "charrnn"
 FORMAT_VERSION = 2  # 2: byte and SentencePiece tokenizers, text preparation

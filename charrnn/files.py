@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from charrnn.errors import RunInUseError, WriteError
-
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; runs are not guarded there
-    fcntl = None
-
-LOCK_FILE = ".train.lock"
+from charrnn.errors import WriteError
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
@@ -92,76 +83,3 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
         tmp.unlink(missing_ok=True)
         removed.append(tmp)
     return removed
-
-
-class RunLock:
-    """An advisory lock on a run folder, so two trainings never write into one.
-
-    flock locks belong to the open file, so the kernel drops them when the
-    process ends in any way, `kill -9` included: a lock can never go stale and
-    block a resume. The file holds the owner's pid, for the error message.
-    """
-
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
-        self.fd: int | None = None
-
-    def acquire(self, record_pid: bool = True) -> None:
-        if fcntl is None or self.fd is not None:
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / LOCK_FILE
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as e:
-            raise write_error(path, e) from None
-        try:
-            held = _flock_soon(fd)
-        except OSError:  # a filesystem without flock (some network mounts): go unguarded
-            os.close(fd)
-            return
-        if not held:
-            owner = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
-            os.close(fd)
-            raise RunInUseError(
-                f"run {self.folder} is being trained by another process (pid {owner}); "
-                f"wait for it to finish, or pick another --run name"
-            )
-        if record_pid:  # only for the message above, so a full disk must not stop us here
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self.fd = fd
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-    def __enter__(self) -> RunLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-def _flock_soon(fd: int, tries: int = 20) -> bool:
-    """Take the lock, waiting up to about 0.2 s: another process's `check_run_free`
-    holds it for a moment, and must not be taken for a trainer."""
-    for attempt in range(tries):
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if attempt + 1 < tries:
-                time.sleep(0.01)
-    return False
-
-
-def check_run_free(folder: Path) -> None:
-    """Refuse early, before any slow work, if another process trains into `folder`."""
-    if Path(folder).is_dir():
-        lock = RunLock(folder)
-        lock.acquire(record_pid=False)  # the pid there stays the trainer's
-        lock.release()

@@ -13,16 +13,12 @@ import contextlib
 import functools
 import os
 import platform
-import re
 from dataclasses import asdict, dataclass
 
 import torch
 
 from charrnn.errors import CharrnnError
-
-PRECISIONS = ("auto", "fp32", "bf16")
-DEVICE_NAME = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-
+from charrnn.options import DEVICE_NAME, PRECISIONS
 
 # ------------------------------------------------------------------ device
 

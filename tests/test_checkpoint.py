@@ -11,8 +11,9 @@ from charrnn.checkpoint import (
     save_checkpoint,
 )
 from charrnn.errors import CheckpointError, WriteError
-from charrnn.model import CharRNN, ModelConfig
-from charrnn.tokenizers import CharVocab
+from charrnn.model.config import ModelConfig
+from charrnn.model.rnn import CharRNN
+from charrnn.text.tokenizers import CharVocab
 
 
 def make_payload():

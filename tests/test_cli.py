@@ -1,23 +1,21 @@
 """The command line, used the way people use it: CliRunner in-process, and real
 processes where signals, exit codes and imports are the point."""
 
-import dataclasses
 import math
 import os
-import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-import click
 import pytest
 import torch
 
 from charrnn.checkpoint import load_checkpoint
 from charrnn.cli import cli
-from charrnn.model import ModelConfig
-from charrnn.train import TrainConfig
+from charrnn.model.config import ModelConfig
+from charrnn.text.config import TextConfig, TokenizerConfig
+from charrnn.train.config import TrainConfig
 from tests.conftest import MIXED_TEXT, TINY_MODEL
 
 TRAIN_FAST = [*TINY_MODEL, "--max-steps", "30", "--eval-every", "10", "--lr", "1e-2"]
@@ -160,10 +158,10 @@ def test_corpus_directory_and_permission_errors(tmp_path, run_cli, monkeypatch):
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    import charrnn.sources
+    import charrnn.text.sources
 
     # root ignores chmod, so simulate it
-    monkeypatch.setattr(charrnn.sources, "open", denied, raising=False)
+    monkeypatch.setattr(charrnn.text.sources, "open", denied, raising=False)
     result = run_cli("train", path, expect=1)
     assert "secret.txt: permission denied" in one_line_error(result)
 
@@ -218,7 +216,7 @@ def test_run_names_are_checked(write_corpus, run_cli):
 
 @pytest.mark.parametrize("text,seconds", [("90s", 90), ("3m", 180), ("1h30m", 5400), ("45", 45)])
 def test_time_budgets_parse(text, seconds):
-    from charrnn.cli import Duration
+    from charrnn.cli.options import Duration
 
     assert Duration().convert(text, None, None) == seconds
 
@@ -307,44 +305,27 @@ def test_resuming_a_finished_run_asks_for_a_longer_length(trained, run_cli):
     assert "nothing to resume" in one_line_error(result)
 
 
-def click_options(command) -> dict[str, object]:
-    """Each option's long name and its default."""
-    options = {}
-    for p in command.params:
-        if isinstance(p, click.Option):
-            long = [o for o in p.opts if o.startswith("--")]
-            options[long[0]] = p.default
-    return options
+def test_readme_option_tables_are_the_commands():
+    """The README's tables are generated from the commands (python -m charrnn.cli.docs);
+    this fails when an option, default or help changed and they were not regenerated."""
+    from charrnn.cli.docs import MARKER, render
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    tables = {m[2] for m in MARKER.finditer(readme)}
+    assert tables == {"train", "sample", "eval", "runs", "info", "plot"}
+    assert render(readme, cli.commands) == readme, "run: python -m charrnn.cli.docs README.md"
 
 
-def test_option_defaults_are_the_config_defaults():
-    """The CLI states its defaults without importing torch; they must not drift."""
-    opts = click_options(cli.commands["train"])
-    for f in dataclasses.fields(ModelConfig):
-        if f.name != "vocab_size":
-            assert opts["--" + f.name.replace("_", "-")] == f.default, f.name
-    flag = {"time_budget": "--time"}
-    for f in dataclasses.fields(TrainConfig):
-        name = flag.get(f.name, "--" + f.name.replace("_", "-"))
-        if name in opts:
-            assert opts[name] == f.default, f.name
+def test_options_come_from_the_config_fields():
+    """One source: each config field's default, range and help are the option's."""
+    from charrnn.options import flag_name, option_fields
 
-
-def readme_options(command: str) -> set[str]:
-    """The options listed in the README's table under `### `charrnn COMMAND...`."""
-    lines = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8").splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(f"### `charrnn {command}"))
-    table = []
-    for line in lines[start + 1 :]:
-        if line.startswith("#"):
-            break
-        table.append(line)
-    return set(re.findall(r"^\| `(--[a-z-]+)", "\n".join(table), flags=re.M))
-
-
-@pytest.mark.parametrize("command", ["train", "sample", "runs", "info", "plot"])
-def test_readme_options_tables_match_the_commands(command):
-    assert readme_options(command) == set(click_options(cli.commands[command]))
+    options = {p.name: p for p in cli.commands["train"].params}
+    for config in (TextConfig, TokenizerConfig, ModelConfig, TrainConfig):
+        for f, spec in option_fields(config):
+            param = options[f.name]
+            assert flag_name(f, spec) in param.opts
+            assert (param.default, param.help) == (f.default, spec.help)
 
 
 def test_a_second_ctrl_c_aborts_without_damaging_files(tmp_path, write_corpus):

@@ -19,7 +19,7 @@ import torch
 
 from charrnn.checkpoint import load_checkpoint
 from charrnn.errors import RunInUseError
-from charrnn.files import LOCK_FILE, RunLock
+from charrnn.runs.lock import LOCK_FILE, RunLock
 from tests.conftest import MIXED_TEXT, TINY_MODEL
 
 # two layers and dropout, so the RNG stream matters as much as the weights
@@ -140,5 +140,5 @@ def test_the_run_lock_refuses_a_holder_but_waits_out_a_brief_check(tmp_path):
     threading.Timer(0.05, probe.release).start()
     trainer = RunLock(tmp_path)
     trainer.acquire()
-    assert trainer.fd is not None
+    assert trainer.held
     trainer.release()

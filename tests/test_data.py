@@ -3,15 +3,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from charrnn.data import (
+from charrnn.data.batches import (
     IGNORE_INDEX,
     StreamBatches,
     chars_needed,
     check_corpus_size,
     eval_windows,
-    load_corpus,
-    split_train_val,
 )
+from charrnn.data.cache import load_corpus, split_train_val
 from charrnn.errors import CorpusError
 from tests.conftest import MIXED_TEXT
 
@@ -136,17 +135,17 @@ def test_a_cache_that_fails_half_way_still_trains_and_leaves_no_entry(
 ):
     """The ids are moved into the cache before its .json is written; if that write
     fails, the corpus is still served and no .ids file is left without its .json."""
-    import charrnn.data
+    import charrnn.data.cache
     from charrnn.errors import WriteError
 
-    real_write = charrnn.data.atomic_write
+    real_write = charrnn.data.cache.atomic_write
 
     def failing_json(path, write):
         if str(path).endswith(".json"):
             raise WriteError(28, f"cannot write {path}: no space left on device")
         real_write(path, write)
 
-    monkeypatch.setattr(charrnn.data, "atomic_write", failing_json)
+    monkeypatch.setattr(charrnn.data.cache, "atomic_write", failing_json)
     cache = tmp_path / "c"
     corpus = load_corpus(write_corpus(MIXED_TEXT * 3), cache_dir=cache)
     assert len(corpus) == len(MIXED_TEXT * 3) and not corpus.from_cache

@@ -13,16 +13,14 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from charrnn.model import CharRNN, ModelConfig
-from charrnn.sample import SampleConfig, beam_search, generate, sample_batch
-from charrnn.tokenizers import (
-    REPLACEMENT,
-    ByteVocab,
-    CharVocab,
-    TokenizerConfig,
-    prepare_text,
-    train_sentencepiece,
-)
+from charrnn.model.config import ModelConfig
+from charrnn.model.rnn import CharRNN
+from charrnn.sample.beam import beam_search
+from charrnn.sample.config import SampleConfig
+from charrnn.sample.generate import generate, sample_batch
+from charrnn.text.config import TokenizerConfig
+from charrnn.text.sentencepiece import train_sentencepiece
+from charrnn.text.tokenizers import REPLACEMENT, ByteVocab, CharVocab, prepare_text
 from tests.conftest import MIXED_TEXT, TINY_MODEL
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from charrnn.checkpoint import open_model
-from charrnn.data import load_corpus
-from charrnn.model import ModelConfig
+from charrnn.data.cache import load_corpus
+from charrnn.model.config import ModelConfig
+from charrnn.runs.writer import run_trainer
 from charrnn.runtime import cuda_bf16_native, resolve_precision
-from charrnn.sample import generate, sample_batch
-from charrnn.train import TrainConfig, Trainer
+from charrnn.sample.generate import generate, sample_batch
+from charrnn.train.config import TrainConfig
 from tests.conftest import MIXED_TEXT
 
 pytestmark = [
@@ -29,14 +30,14 @@ def exact_fp32(monkeypatch):
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
 
 
-def trainer(tmp_path, write_corpus, device: str, precision: str = "fp32", **kw) -> Trainer:
+def trainer(tmp_path, write_corpus, device: str, precision: str = "fp32", **kw):
     corpus = load_corpus(write_corpus(MIXED_TEXT * 30))
     config = TrainConfig(
         batch_size=4, seq_len=16, max_steps=kw.pop("max_steps", 5), eval_every=0,
         device=device, precision=precision, lr=1e-3, **kw,
     )  # fmt: skip
     model = ModelConfig(len(corpus.vocab), layers=2, hidden=32, embed=8)
-    return Trainer(corpus, model, config, tmp_path / f"{device}-{precision}")
+    return run_trainer(corpus, model, config, tmp_path / f"{device}-{precision}")
 
 
 def test_a_cuda_training_run_matches_the_cpu_within_tolerance(tmp_path, write_corpus):
@@ -90,8 +91,8 @@ def test_sampling_on_cuda_is_reproducible(tmp_path, write_corpus):
 
 def test_a_cuda_checkpoint_samples_on_the_cpu(tmp_path, write_corpus):
     t = trainer(tmp_path, write_corpus, "cuda", max_steps=30)
-    result = t.run()
-    model, vocab, ckpt = open_model(result.last_path, device="cpu")
+    t.run()
+    model, vocab, ckpt = open_model(tmp_path / "cuda-fp32" / "last.pt", device="cpu")
     assert next(model.parameters()).device.type == "cpu"
     assert ckpt["machine"]["device"].startswith("cuda")
     assert len("".join(generate(model, vocab, "ROMEO:", 50, rng_seed=1))) == 50

@@ -3,7 +3,9 @@ import math
 import pytest
 import torch
 
-from charrnn.model import CharRNN, ModelConfig, detach_state
+from charrnn.inference import detach_state
+from charrnn.model.config import ModelConfig
+from charrnn.model.rnn import CharRNN
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
@@ -57,7 +59,7 @@ def test_unknown_cell_is_refused():
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_single_step_matches_the_torch_module(cell):
     """Sampling's one-character step gives the logits and state nn.LSTM/GRU/RNN give."""
-    from charrnn.model import SingleStep
+    from charrnn.inference import SingleStep
 
     torch.manual_seed(0)
     model = CharRNN(ModelConfig(vocab_size=30, cell=cell, layers=3, hidden=40, embed=12)).eval()

@@ -27,7 +27,7 @@ import pytest
 import torch
 
 from charrnn.checkpoint import FORMAT_VERSION, load_checkpoint
-from charrnn.data import CACHE_VERSION
+from charrnn.data.cache import CACHE_VERSION
 from tests.conftest import MIXED_TEXT, TINY_MODEL
 
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from charrnn.checkpoint import load_checkpoint
-from charrnn.runs import METRIC_KEYS, MetricsLog, load_options_file, read_metrics
+from charrnn.runs.records import MetricsLog, load_options_file, read_metrics
+from charrnn.train.tally import METRIC_KEYS
 from tests.conftest import MIXED_TEXT, TINY_MODEL
 
 TRAIN_FAST = [*TINY_MODEL, "--max-steps", "30", "--eval-every", "10", "--lr", "1e-2"]

@@ -281,15 +281,18 @@ def test_nothing_makes_a_float64_tensor_on_a_device_without_float64(
     """MPS has no float64, and `--device auto` picks MPS on a Mac: training, evaluation,
     scoring, sampling and beam search must each do without it there. The model runs
     on the CPU with the device's float64 probe answering no, as MPS would."""
-    from charrnn.data import load_corpus
-    from charrnn.model import ModelConfig
-    from charrnn.sample import beam_search, sample_batch
-    from charrnn.train import TrainConfig, Trainer, score_text
+    from charrnn.data.cache import load_corpus
+    from charrnn.evaluate import score_text
+    from charrnn.model.config import ModelConfig
+    from charrnn.runs.writer import run_trainer
+    from charrnn.sample.beam import beam_search
+    from charrnn.sample.generate import sample_batch
+    from charrnn.train.config import TrainConfig
 
     monkeypatch.setattr(runtime, "has_float64", lambda device: False)
     corpus = load_corpus(write_corpus(MIXED_TEXT * 30))
     config = TrainConfig(batch_size=4, seq_len=16, max_steps=6, eval_every=3, log_every=2)
-    trainer = Trainer(corpus, ModelConfig(len(corpus.vocab), hidden=16, embed=8), config,
+    trainer = run_trainer(corpus, ModelConfig(len(corpus.vocab), hidden=16, embed=8), config,
                       tmp_path / "r")  # fmt: skip
     model, vocab = trainer.model, corpus.vocab
     watch = Float64Watch()

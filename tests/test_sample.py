@@ -2,9 +2,11 @@ import pytest
 import torch
 
 from charrnn.errors import CharrnnError, UnknownCharactersError
-from charrnn.model import CharRNN, ModelConfig
-from charrnn.sample import SampleConfig, generate
-from charrnn.tokenizers import CharVocab
+from charrnn.model.config import ModelConfig
+from charrnn.model.rnn import CharRNN
+from charrnn.sample.config import SampleConfig
+from charrnn.sample.generate import generate
+from charrnn.text.tokenizers import CharVocab
 from tests.conftest import MIXED_TEXT
 
 

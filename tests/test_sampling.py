@@ -15,9 +15,11 @@ import torch.nn.functional as F
 
 import charrnn
 from charrnn.checkpoint import load_checkpoint
-from charrnn.model import CharRNN, ModelConfig
-from charrnn.sample import StopMatcher, beam_search, filter_logits
-from charrnn.tokenizers import CharVocab
+from charrnn.model.config import ModelConfig
+from charrnn.model.rnn import CharRNN
+from charrnn.sample.beam import beam_search
+from charrnn.sample.streams import StopMatcher, filter_logits
+from charrnn.text.tokenizers import CharVocab
 from tests.conftest import MIXED_TEXT, TINY_MODEL
 
 
@@ -377,7 +379,8 @@ def test_the_readme_python_example_runs(model_path, capsys):
 def test_sampling_leaves_a_training_model_in_training_mode_and_samples_without_dropout():
     """A callback that samples during training must not turn dropout off for the rest
     of the run; and the sample itself is the eval-mode one (no dropout while sampling)."""
-    from charrnn.sample import Streams, sample_batch
+    from charrnn.sample.generate import sample_batch
+    from charrnn.sample.streams import Streams
 
     torch.manual_seed(0)
     vocab = CharVocab.from_code_points(np.array([ord(c) for c in "abcdefgh"]))

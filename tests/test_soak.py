@@ -14,9 +14,10 @@ import pytest
 
 import charrnn
 from charrnn.checkpoint import load_checkpoint
-from charrnn.data import load_corpus
-from charrnn.model import ModelConfig
-from charrnn.train import TrainConfig, Trainer
+from charrnn.data.cache import load_corpus
+from charrnn.model.config import ModelConfig
+from charrnn.runs.writer import run_trainer
+from charrnn.train.config import TrainConfig
 from tests.conftest import MIXED_TEXT
 
 CYCLES = 200
@@ -42,7 +43,7 @@ def test_two_hundred_cycles_keep_memory_flat_and_every_checkpoint_loads(write_co
     for cycle in range(1, CYCLES + 1):
         config = TrainConfig(batch_size=4, seq_len=16, max_steps=cycle, eval_every=0)
         resume = load_checkpoint(run_dir / "last.pt") if cycle > 1 else None
-        result = Trainer(corpus, model_config, config, run_dir, resume=resume).run()
+        result = run_trainer(corpus, model_config, config, run_dir, resume=resume).run()
         assert result.steps == cycle and result.status == "finished"
 
         model = charrnn.load(run_dir / "last.pt")

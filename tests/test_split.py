@@ -9,9 +9,10 @@ import random
 import numpy as np
 import pytest
 
-from charrnn.data import check_corpus_size, load_corpus, split_sizes, split_train_val
+from charrnn.data.batches import check_corpus_size
+from charrnn.data.cache import load_corpus, split_sizes, split_train_val
 from charrnn.errors import CorpusError
-from charrnn.tokenizers import TokenizerConfig
+from charrnn.text.config import TokenizerConfig
 from tests.conftest import MIXED_TEXT, TINY_MODEL
 
 TAIL_WORD = "xylophonequartz"  # in the validation tail only

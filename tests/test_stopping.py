@@ -7,12 +7,15 @@ import math
 import pytest
 import torch
 
-import charrnn.train
+import charrnn.train.loop
 from charrnn.checkpoint import load_checkpoint
-from charrnn.data import load_corpus
+from charrnn.data.cache import load_corpus
 from charrnn.errors import CharrnnError
-from charrnn.model import CharRNN, ModelConfig
-from charrnn.train import TrainConfig, Trainer, evals_without_improvement
+from charrnn.model.config import ModelConfig
+from charrnn.model.rnn import CharRNN
+from charrnn.runs.writer import run_trainer
+from charrnn.train.config import TrainConfig
+from charrnn.train.loop import evals_without_improvement
 from tests.conftest import MIXED_TEXT, TINY_MODEL
 
 
@@ -48,7 +51,7 @@ def poison(monkeypatch):
 def test_a_non_finite_step_is_skipped_and_leaves_the_weights_alone(write_corpus, tmp_path, poison):
     corpus = load_corpus(write_corpus(MIXED_TEXT * 30))
     config = TrainConfig(batch_size=4, seq_len=16, max_steps=8, eval_every=0)
-    trainer = Trainer(corpus, ModelConfig(len(corpus.vocab), hidden=32), config, tmp_path / "r")
+    trainer = run_trainer(corpus, ModelConfig(len(corpus.vocab), hidden=32), config, tmp_path / "r")
     poison.steps.add(3)
 
     def step() -> tuple[float, int]:
@@ -107,13 +110,13 @@ def test_too_many_non_finite_steps_in_a_row_stop_with_best_intact(
 def test_a_model_with_non_finite_weights_is_never_saved(write_corpus, tmp_path):
     corpus = load_corpus(write_corpus(MIXED_TEXT * 30))
     config = TrainConfig(batch_size=4, seq_len=16, max_steps=4, eval_every=0)
-    trainer = Trainer(corpus, ModelConfig(len(corpus.vocab), hidden=32), config, tmp_path / "r")
+    trainer = run_trainer(corpus, ModelConfig(len(corpus.vocab), hidden=32), config, tmp_path / "r")
     trainer.run()
     before = (tmp_path / "r" / "last.pt").read_bytes()
     with torch.no_grad():
         trainer.model.head.weight[0, 0] = float("inf")
     with pytest.raises(CharrnnError, match="no longer finite"):
-        trainer._save("last.pt")
+        trainer._save("last")
     assert (tmp_path / "r" / "last.pt").read_bytes() == before
 
 
@@ -126,7 +129,7 @@ def test_evals_without_improvement():
 
 def test_patience_stops_a_run_that_stopped_improving(write_corpus, tmp_path, run_cli, monkeypatch):
     scripted = iter([3.0, 2.0, 2.5, 2.4, 2.1, 1.9, 2.2, 2.3, 2.4, 2.5, 1.0, 1.0, 1.0])
-    monkeypatch.setattr(charrnn.train, "evaluate", lambda *args: next(scripted))
+    monkeypatch.setattr(charrnn.train.loop, "evaluate", lambda *args: next(scripted))
     corpus = write_corpus(MIXED_TEXT * 30)
     out = tmp_path / "ck"
     args = [*TINY_MODEL, "--max-steps", 100, "--eval-every", 5, "--out", out]
@@ -171,7 +174,7 @@ def test_a_training_step_never_waits_for_the_device(write_corpus, tmp_path, monk
     """No value travels from the device to the host inside a step (a GPU would stall)."""
     corpus = load_corpus(write_corpus(MIXED_TEXT * 30))
     config = TrainConfig(batch_size=4, seq_len=16, max_steps=8, eval_every=0)
-    trainer = Trainer(corpus, ModelConfig(len(corpus.vocab), hidden=32), config, tmp_path / "r")
+    trainer = run_trainer(corpus, ModelConfig(len(corpus.vocab), hidden=32), config, tmp_path / "r")
     assert trainer.fused
     trainer._train_step(1e-2)  # the optimizer creates its state on the first step
     reads = []
@@ -200,7 +203,7 @@ def test_reading_once_per_log_interval_trains_exactly_as_reading_each_step(
     outcomes = []
     for name, every in (("each", 1), ("interval", 10)):
         poison.calls, poison.steps = 0, {4, 12, 13}
-        trainer = Trainer(
+        trainer = run_trainer(
             corpus, ModelConfig(len(corpus.vocab), hidden=32), config, tmp_path / name
         )
         trainer.sync_every = every
@@ -222,7 +225,7 @@ def test_a_run_of_skips_between_reads_still_stops_training(write_corpus, tmp_pat
         batch_size=4, seq_len=16, max_steps=40, eval_every=0, log_every=10, max_skips=3
     )
     poison.steps = {3, 4, 5}
-    trainer = Trainer(corpus, ModelConfig(len(corpus.vocab), hidden=32), config, tmp_path / "r")
+    trainer = run_trainer(corpus, ModelConfig(len(corpus.vocab), hidden=32), config, tmp_path / "r")
     trainer.sync_every = 10
     result = trainer.run()
     assert result.status == "nonfinite" and result.steps == 10 and result.skipped_steps == 3

@@ -12,11 +12,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import charrnn.data
-from charrnn.data import load_corpus
+import charrnn.data.encode
+import charrnn.text.sources
+from charrnn.data.cache import load_corpus
 from charrnn.errors import CorpusError
-from charrnn.sources import TextConfig, corpus_text, file_text
-from charrnn.tokenizers import TokenizerConfig, prepare_text
+from charrnn.text.config import TextConfig, TokenizerConfig
+from charrnn.text.sources import corpus_text, file_text
+from charrnn.text.tokenizers import prepare_text
 from tests.conftest import MIXED_TEXT, TINY_MODEL
 
 KOREAN = "대한민국은 민주공화국이다.\n모든 국민은 인간으로서의 존엄과 가치를 가진다.\n"
@@ -135,8 +137,8 @@ def test_encoding_without_keeping_code_points_gives_the_same_ids(write_corpus, m
     """Past RETAIN_BYTES the text is read a second time instead of kept: same result."""
     path = write_corpus(MIXED_TEXT * 40)
     kept = load_corpus(path, cache_dir=path.parent / "c1")
-    monkeypatch.setattr(charrnn.data, "RETAIN_BYTES", 0)
-    monkeypatch.setattr(charrnn.sources, "CHUNK_BYTES", 1000)
+    monkeypatch.setattr(charrnn.data.encode, "RETAIN_BYTES", 0)
+    monkeypatch.setattr(charrnn.text.sources, "CHUNK_BYTES", 1000)
     reread = load_corpus(path, cache_dir=path.parent / "c2")
     assert kept.vocab == reread.vocab and np.array_equal(kept.ids, reread.ids)
     assert isinstance(reread.ids, np.memmap) and not reread.ids.flags.writeable
@@ -273,7 +275,7 @@ def test_a_corpus_folder_through_the_cli(tmp_path, run_cli):
 
 
 def test_whole_lines_recuts_at_newlines_and_bounds_long_lines():
-    from charrnn.data import whole_lines
+    from charrnn.data.encode import whole_lines
 
     assert list(whole_lines(["ab\ncd", "e\nf", "g"])) == ["ab\n", "cde\n", "fg"]
     assert list(whole_lines(["x" * 5, "y" * 5, "\nz"], limit=8)) == ["xxxxxyyyyy", "\n", "z"]

@@ -1,10 +1,22 @@
+import codecs
 import unicodedata
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from charrnn.errors import CharrnnError, UnknownCharactersError
-from charrnn.tokenizers import CharVocab, smallest_uint_dtype, tokenizer_from_dict
+from charrnn.text.config import TokenizerConfig
+from charrnn.text.sentencepiece import SentencePieceVocab, train_sentencepiece
+from charrnn.text.tokenizers import (
+    REPLACEMENT,
+    ByteVocab,
+    CharVocab,
+    prepare_text,
+    smallest_uint_dtype,
+    tokenizer_from_dict,
+)
 from tests.conftest import MIXED_TEXT
 
 
@@ -78,19 +90,6 @@ def test_bad_vocabularies_are_refused():
 
 # ---------------------------------------------------------------- byte, sentencepiece, <unk>
 
-import codecs  # noqa: E402
-
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from charrnn.tokenizers import (  # noqa: E402
-    REPLACEMENT,
-    ByteVocab,
-    SentencePieceVocab,
-    TokenizerConfig,
-    prepare_text,
-    train_sentencepiece,
-)
 
 KOREAN_LINES = [
     "대한민국은 민주공화국이다. 대한민국의 주권은 국민에게 있고, 모든 권력은 국민으로부터 나온다.",
@@ -194,12 +193,12 @@ def test_a_checkpoint_vocab_from_before_options_reads_as_unprepared_text():
 
 
 def test_sentencepiece_on_threads_gives_the_same_ids(sp_vocab, monkeypatch):
-    import charrnn.tokenizers
+    import charrnn.text.sentencepiece
 
     text = "\n".join(KOREAN_LINES * 40) + "\n끝"
     single = sp_vocab.encode(text)
-    monkeypatch.setattr(charrnn.tokenizers, "SP_PARALLEL_CHARS", 100)
-    monkeypatch.setattr(charrnn.tokenizers.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(charrnn.text.sentencepiece, "SP_PARALLEL_CHARS", 100)
+    monkeypatch.setattr(charrnn.text.sentencepiece.os, "cpu_count", lambda: 2)
     parallel = sp_vocab.encode(text)
     assert parallel.tolist() == single.tolist() and sp_vocab.decode(parallel) == text
 

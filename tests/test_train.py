@@ -6,10 +6,13 @@ import pytest
 import torch
 
 from charrnn.checkpoint import load_checkpoint
-from charrnn.data import load_corpus
+from charrnn.data.cache import load_corpus
 from charrnn.errors import CharrnnError
-from charrnn.model import ModelConfig
-from charrnn.train import Callback, TrainConfig, Trainer, evaluate
+from charrnn.evaluate import evaluate
+from charrnn.model.config import ModelConfig
+from charrnn.runs.writer import run_trainer
+from charrnn.train.callbacks import Callback
+from charrnn.train.config import TrainConfig
 
 PANGRAM = "the quick brown fox jumps over the lazy dog. " * 200
 
@@ -22,7 +25,7 @@ def small_model(vocab_size, **kw):
 def test_a_small_model_learns_a_repetitive_text(write_corpus, tmp_path, cell):
     corpus = load_corpus(write_corpus(PANGRAM))
     config = TrainConfig(batch_size=8, seq_len=32, lr=1e-2, max_steps=300, eval_every=0)
-    trainer = Trainer(corpus, small_model(len(corpus.vocab), cell=cell), config, tmp_path / "r")
+    trainer = run_trainer(corpus, small_model(len(corpus.vocab), cell=cell), config, tmp_path / "r")
     result = trainer.run()
     assert result.steps == 300
     assert result.final_val_loss < 0.05, result.final_val_loss  # from ln(28) = 3.3 at the start
@@ -45,15 +48,15 @@ def test_stop_then_resume_gives_bit_identical_weights(write_corpus, tmp_path):
     model = small_model(len(corpus.vocab), layers=2, dropout=0.2)  # dropout draws random numbers
     config = TrainConfig(batch_size=4, seq_len=16, max_steps=60, eval_every=25, warmup_steps=10)
 
-    straight = Trainer(corpus, model, config, tmp_path / "straight")
+    straight = run_trainer(corpus, model, config, tmp_path / "straight")
     straight.run()
 
-    first = Trainer(corpus, model, config, tmp_path / "split", callback=StopAt(33))
+    first = run_trainer(corpus, model, config, tmp_path / "split", callback=StopAt(33))
     result = first.run()
     assert result.interrupted and result.steps == 33
     ckpt = load_checkpoint(tmp_path / "split" / "last.pt")
     assert ckpt["step"] == 33
-    second = Trainer(corpus, model, config, tmp_path / "split", resume=ckpt)
+    second = run_trainer(corpus, model, config, tmp_path / "split", resume=ckpt)
     assert second.run().steps == 60
 
     a, b = straight.model.state_dict(), second.model.state_dict()
@@ -65,9 +68,9 @@ def test_stop_then_resume_gives_bit_identical_weights(write_corpus, tmp_path):
 def test_checkpoints_hold_the_best_model_and_the_run_history(write_corpus, tmp_path):
     corpus = load_corpus(write_corpus(PANGRAM))
     config = TrainConfig(batch_size=4, seq_len=16, max_steps=40, eval_every=10, lr=1e-2)
-    result = Trainer(corpus, small_model(len(corpus.vocab)), config, tmp_path / "r").run()
-    last = load_checkpoint(result.last_path)
-    best = load_checkpoint(result.best_path)
+    run_trainer(corpus, small_model(len(corpus.vocab)), config, tmp_path / "r").run()
+    last = load_checkpoint(tmp_path / "r" / "last.pt")
+    best = load_checkpoint(tmp_path / "r" / "best.pt")
     losses = [e["val_loss"] for e in last["evals"]]
     assert [e["step"] for e in last["evals"]] == [10, 20, 30, 40]
     assert best["val_loss"] == last["best_val_loss"] == min(losses)
@@ -80,7 +83,7 @@ def test_checkpoints_hold_the_best_model_and_the_run_history(write_corpus, tmp_p
 def test_trainer_validation_equals_evaluate_on_the_tail(write_corpus, tmp_path):
     corpus = load_corpus(write_corpus(PANGRAM))
     config = TrainConfig(batch_size=4, seq_len=16, max_steps=5, val_frac=0.2)
-    trainer = Trainer(corpus, small_model(len(corpus.vocab)), config, tmp_path / "r")
+    trainer = run_trainer(corpus, small_model(len(corpus.vocab)), config, tmp_path / "r")
     result = trainer.run()
     tail = corpus.ids[int(len(corpus.ids) * 0.8) :]
     assert result.final_val_loss == pytest.approx(evaluate(trainer.model, tail, trainer.device))
@@ -91,7 +94,7 @@ def test_learning_rate_warms_up_then_follows_a_cosine(write_corpus, tmp_path):
     config = TrainConfig(
         batch_size=4, seq_len=16, lr=1.0, min_lr_frac=0.1, warmup_steps=10, max_steps=100
     )
-    trainer = Trainer(corpus, small_model(len(corpus.vocab)), config, tmp_path / "r")
+    trainer = run_trainer(corpus, small_model(len(corpus.vocab)), config, tmp_path / "r")
     lrs = [trainer.schedule(step, elapsed=0.0) for step in range(100)]
     assert lrs[0] == pytest.approx(0.1 * (0.1 + 0.9 * 0.5 * (1 + math.cos(0))))
     assert all(a < b for a, b in zip(lrs[:9], lrs[1:10], strict=True))  # warmup rises
@@ -102,7 +105,7 @@ def test_learning_rate_warms_up_then_follows_a_cosine(write_corpus, tmp_path):
 def test_a_time_budget_ends_the_run(write_corpus, tmp_path):
     corpus = load_corpus(write_corpus(PANGRAM))
     config = TrainConfig(batch_size=4, seq_len=16, time_budget=1.5)
-    result = Trainer(corpus, small_model(len(corpus.vocab)), config, tmp_path / "r").run()
+    result = run_trainer(corpus, small_model(len(corpus.vocab)), config, tmp_path / "r").run()
     assert result.steps > 10
     assert result.final_val_loss is not None
     # generous: the point is that it stops, not how punctually on a busy machine
@@ -113,14 +116,14 @@ def test_same_seed_same_weights(write_corpus, tmp_path):
     corpus = load_corpus(write_corpus(PANGRAM))
     config = TrainConfig(batch_size=4, seq_len=16, max_steps=20, rng_seed=5)
     model = small_model(len(corpus.vocab), layers=2, dropout=0.3)
-    a = Trainer(corpus, model, config, tmp_path / "a")
-    b = Trainer(corpus, model, config, tmp_path / "b")
+    a = run_trainer(corpus, model, config, tmp_path / "a")
+    b = run_trainer(corpus, model, config, tmp_path / "b")
     a.run()
     b.run()
     for k, v in a.model.state_dict().items():
         assert torch.equal(v, b.model.state_dict()[k]), k
     other = TrainConfig(batch_size=4, seq_len=16, max_steps=20, rng_seed=6)
-    c = Trainer(corpus, model, other, tmp_path / "c")
+    c = run_trainer(corpus, model, other, tmp_path / "c")
     c.run()
     assert not torch.equal(a.model.head.weight, c.model.head.weight)
 
@@ -130,7 +133,7 @@ def test_evaluation_schedule(write_corpus, tmp_path):
 
     def trainer(eval_every):
         config = TrainConfig(batch_size=4, seq_len=16, max_steps=100, eval_every=eval_every)
-        return Trainer(corpus, small_model(len(corpus.vocab)), config, tmp_path / "r")
+        return run_trainer(corpus, small_model(len(corpus.vocab)), config, tmp_path / "r")
 
     auto = trainer(None)  # by the clock: 30 s at least, and 20x what an evaluation costs
     assert not auto._eval_due(since_last_eval=29.0, eval_seconds=0.5)
@@ -156,7 +159,7 @@ def test_a_run_another_trainer_saved_into_meanwhile_is_not_overwritten(write_cor
     corpus = load_corpus(write_corpus(PANGRAM))
     config = TrainConfig(batch_size=4, seq_len=16, max_steps=5, eval_every=0)
     model = small_model(len(corpus.vocab))
-    early, late = (Trainer(corpus, model, config, tmp_path / "r") for _ in range(2))
+    early, late = (run_trainer(corpus, model, config, tmp_path / "r") for _ in range(2))
     early.run()
     saved = (tmp_path / "r" / "last.pt").read_bytes()
     with pytest.raises(CharrnnError, match="changed while this training was starting"):
@@ -165,7 +168,9 @@ def test_a_run_another_trainer_saved_into_meanwhile_is_not_overwritten(write_cor
 
     longer = TrainConfig(batch_size=4, seq_len=16, max_steps=10, eval_every=0)
     ckpt = load_checkpoint(tmp_path / "r" / "last.pt")
-    first, second = (Trainer(corpus, model, longer, tmp_path / "r", resume=ckpt) for _ in range(2))
+    first, second = (
+        run_trainer(corpus, model, longer, tmp_path / "r", resume=ckpt) for _ in range(2)
+    )
     assert first.run().steps == 10
     with pytest.raises(CharrnnError, match="changed while this training was starting"):
         second.run()
@@ -203,7 +208,7 @@ def test_a_longer_length_on_resume_rewarms_instead_of_jumping(run_cli, write_cor
 
 
 def test_a_resume_with_the_same_length_keeps_the_schedule_and_the_other_policy_decays(tmp_path):
-    from charrnn.schedule import Length, Schedule, Segment
+    from charrnn.train.schedule import Length, Schedule, Segment
 
     plain = Schedule(1.0, 0.1, 10, Length(100, None))
     assert plain(50, 0.0) == pytest.approx(0.1 + 0.9 * 0.5)
@@ -218,7 +223,7 @@ def test_a_resume_with_the_same_length_keeps_the_schedule_and_the_other_policy_d
 
 
 def test_a_rewarm_is_never_a_jump_even_without_a_warmup():
-    from charrnn.schedule import Length, Schedule, Segment
+    from charrnn.train.schedule import Length, Schedule, Segment
 
     no_warmup = Schedule(1.0, 0.02, 0, Length(1000, None), Segment(500, 0.0, 0.02))
     target = no_warmup.decay(0.5)
@@ -231,14 +236,14 @@ def test_a_new_learning_rate_on_resume_starts_a_segment_where_the_run_stood(writ
     corpus = load_corpus(write_corpus(PANGRAM))
     model = small_model(len(corpus.vocab))
     config = TrainConfig(batch_size=4, seq_len=16, max_steps=40, warmup_steps=4, lr=1e-2)
-    first = Trainer(corpus, model, config, tmp_path / "r", callback=StopAt(20))
+    first = run_trainer(corpus, model, config, tmp_path / "r", callback=StopAt(20))
     first.run()
     stood = first.optimizer.param_groups[0]["lr"]
     ckpt = load_checkpoint(tmp_path / "r" / "last.pt")
-    same = Trainer(corpus, model, config, tmp_path / "r", resume=ckpt)
+    same = run_trainer(corpus, model, config, tmp_path / "r", resume=ckpt)
     assert same.schedule.segment.lr is None  # nothing changed: the run's own schedule
     faster = dataclasses.replace(config, lr=5e-2)
-    resumed = Trainer(corpus, model, faster, tmp_path / "r", resume=ckpt)
+    resumed = run_trainer(corpus, model, faster, tmp_path / "r", resume=ckpt)
     segment = resumed.schedule.segment
     assert (segment.step, segment.lr) == (20, stood)
     assert resumed.schedule(20, 0.0) - stood <= 5e-2 / 4 + 1e-12  # one warmup step at most

@@ -22,11 +22,11 @@ import lzma
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from charrnn.errors import CorpusError
-from charrnn.tokenizers import NORMALIZE, prepare_text
+from charrnn.text.config import TextConfig
+from charrnn.text.tokenizers import prepare_text
 
 CHUNK_BYTES = 8 << 20
 SNIFF_BYTES = 8192  # a NUL in the first block marks a binary file
@@ -39,30 +39,6 @@ DECOMPRESSORS = {
     ".xz": lzma.LZMAFile,
 }
 FILE_SEPARATOR = "\n\n"
-
-
-@dataclass(frozen=True)
-class TextConfig:
-    """How corpus bytes become text (saved in the checkpoint)."""
-
-    encoding: str = "utf-8"
-    errors: str = "strict"  # or "replace": bad bytes become U+FFFD
-    normalize: str = "nfc"  # nfc, nfkc or none
-    keep_line_ends: bool = False  # False: CRLF and CR become LF
-
-    def __post_init__(self):
-        try:
-            codecs.lookup(self.encoding)
-        except LookupError:
-            raise CorpusError(f"unknown encoding {self.encoding!r}") from None
-        if self.errors not in ("strict", "replace"):
-            raise CorpusError(f"--errors must be strict or replace, not {self.errors!r}")
-        if self.normalize not in NORMALIZE:
-            raise CorpusError(f"--normalize must be one of {', '.join(NORMALIZE)}")
-
-    @property
-    def is_utf8(self) -> bool:
-        return codecs.lookup(self.encoding).name == "utf-8"
 
 
 # ---------------------------------------------------------------- which files

@@ -1,10 +1,13 @@
-"""Corpus files -> cached id array (memmap) -> train/val split -> TBPTT stream batches."""
+"""Corpus files -> a cached, memory-mapped id array (EncodedCorpus), keyed by content.
+
+The cache entry is `KEY.ids` (the ids), `KEY.json` (what a hit needs besides them;
+written last, so it marks the entry complete) and, for SentencePiece, `KEY.model`.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -14,31 +17,29 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn.errors import CorpusError, UnknownCharactersError, WriteError
+from charrnn.data.encode import (
+    RareCharacters,
+    build_char_vocab,
+    lines_of,
+    split_text,
+    train_chars,
+    write_ids,
+    write_split_ids,
+)
+from charrnn.errors import CorpusError, WriteError
 from charrnn.files import atomic_write, describe_os_error
-from charrnn.sources import (
-    TextConfig,
+from charrnn.text.config import TextConfig, TokenizerConfig
+from charrnn.text.sentencepiece import train_sentencepiece
+from charrnn.text.sources import (
     corpus_files,
     corpus_text,
     describe_sources,
     sources_sha256,
     total_bytes,
 )
-from charrnn.tokenizers import (
-    MAX_CODE_POINT,
-    ByteVocab,
-    CharVocab,
-    SentencePieceVocab,
-    Tokenizer,
-    TokenizerConfig,
-    code_points,
-    tokenizer_from_dict,
-    train_sentencepiece,
-)
+from charrnn.text.tokenizers import ByteVocab, Tokenizer, tokenizer_from_dict
 
 CACHE_VERSION = 2
-IGNORE_INDEX = -100  # targets with this id add nothing to the loss (padding)
-RETAIN_BYTES = 256 << 20  # code points kept between the counting and encoding passes
 
 
 def default_cache_dir() -> Path:
@@ -49,19 +50,6 @@ def default_cache_dir() -> Path:
 
 
 # ---------------------------------------------------------------- the encoded corpus
-
-
-@dataclass(frozen=True)
-class RareCharacters:
-    """--min-count accounting: the characters that were mapped to <unk>."""
-
-    distinct: int  # how many different characters
-    occurrences: int  # how often they occur in the corpus
-    characters: int  # corpus length in characters
-
-    @property
-    def share(self) -> float:
-        return self.occurrences / max(self.characters, 1)
 
 
 @dataclass(frozen=True)
@@ -217,128 +205,6 @@ def _cache_key(sha, text, tokenizer, existing, val_frac) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
-# ---------------------------------------------------------------- building and encoding
-
-
-def build_char_vocab(pieces, text: TextConfig, min_count: int):
-    """Count every code point; characters seen fewer than `min_count` times share <unk>.
-
-    Returns (vocab, rare-character report, code point arrays to encode from, or
-    None when they outgrew RETAIN_BYTES and the text must be read again).
-    """
-    counts = np.zeros(MAX_CODE_POINT + 1, dtype=np.int64)
-    retained, kept_bytes = [], 0
-    for piece in pieces:
-        cps = code_points(piece)
-        found = np.bincount(cps)  # only as long as the largest code point in the piece
-        counts[: len(found)] += found
-        if retained is not None:
-            retained.append(cps)
-            kept_bytes += cps.nbytes
-            if kept_bytes > RETAIN_BYTES:
-                retained = None
-    seen = counts > 0
-    kept = counts >= min_count
-    if not kept.any():
-        raise CorpusError(f"no character occurs {min_count} times or more; lower --min-count")
-    rare_mask = seen & ~kept
-    rare = RareCharacters(
-        distinct=int(rare_mask.sum()),
-        occurrences=int(counts[rare_mask].sum()),
-        characters=int(counts.sum()),
-    )
-    vocab = CharVocab.from_code_points(
-        np.flatnonzero(kept),
-        unk=rare.distinct > 0,
-        normalize=text.normalize,
-        keep_line_ends=text.keep_line_ends,
-    )
-    return vocab, (rare if min_count > 1 else None), retained
-
-
-def write_ids(vocab: Tokenizer, source, f) -> int:
-    """Encode prepared text (pieces, or code point arrays) into file `f`; returns
-    the number of characters."""
-    characters = 0
-    if isinstance(vocab, CharVocab):
-        table = vocab.lookup_table()
-        for piece in source:
-            cps = piece if isinstance(piece, np.ndarray) else code_points(piece)
-            ids = table[cps]
-            if not vocab.unk and (ids == len(vocab)).any():
-                missing = CharVocab.from_code_points(cps[ids == len(vocab)]).chars
-                raise UnknownCharactersError(sorted(missing), what="the corpus")
-            f.write(ids.astype(vocab.dtype, copy=False).tobytes())
-            characters += len(cps)
-        return characters
-    if isinstance(vocab, SentencePieceVocab):  # it should see whole lines; bytes need not
-        source = whole_lines(source)
-    for block in source:
-        f.write(vocab.encode_prepared(block).tobytes())
-        characters += len(block)
-    return characters
-
-
-def whole_lines(pieces, limit: int = 1 << 24):
-    """Re-cut text pieces so each ends with a newline (the last may not), unless a
-    line runs past `limit` characters: memory stays bounded on one-line corpora."""
-    held = ""
-    for piece in pieces:
-        held += piece
-        cut = held.rfind("\n") + 1
-        if not cut and len(held) > limit:
-            cut = len(held)
-        if cut:
-            yield held[:cut]
-            held = held[cut:]
-    if held:
-        yield held
-
-
-def lines_of(pieces):
-    for block in whole_lines(pieces):
-        yield from block.split("\n")
-
-
-def train_chars(pieces, val_frac: float) -> int:
-    """Characters of the prepared text before the validation split, the same rule as
-    `split_sizes` applied to characters. It takes a pass of its own: the boundary must
-    be known before the tokenizer is trained, and the text is not kept in memory."""
-    total = sum(len(piece) for piece in pieces)
-    return int(total * (1 - val_frac))
-
-
-def split_text(pieces, n: int):
-    """Text pieces as two iterators: the first `n` characters, and the rest. The piece
-    the boundary falls in is cut there; the second is read only after the first."""
-    pieces, rest = iter(pieces), []
-
-    def head():
-        left = n
-        for piece in pieces:
-            if len(piece) >= left:
-                yield piece[:left]
-                rest.append(piece[left:])
-                return
-            left -= len(piece)
-            yield piece
-
-    def tail():
-        yield from rest
-        yield from pieces
-
-    return head(), tail()
-
-
-def write_split_ids(vocab: Tokenizer, pieces, boundary: int, f) -> tuple[int, int]:
-    """Encode the text before character `boundary` and the text after it separately, so
-    no token spans the train/validation boundary. Returns (characters, training ids)."""
-    head, tail = split_text(pieces, boundary)
-    characters = write_ids(vocab, head, f)
-    train_ids = f.tell() // vocab.dtype.itemsize  # f holds this corpus's ids alone
-    return characters + write_ids(vocab, tail, f), train_ids
-
-
 # ---------------------------------------------------------------- the cache
 
 
@@ -430,7 +296,7 @@ def _commit_cache(cache, key, tmp, vocab, meta) -> np.ndarray:
     return np.memmap(cache / f"{key}.ids", dtype=vocab.dtype, mode="r")
 
 
-# ---------------------------------------------------------------- split
+# ---------------------------------------------------------------- the split
 
 
 def split_sizes(n: int, val_frac: float) -> tuple[int, int]:
@@ -442,122 +308,3 @@ def split_train_val(ids: np.ndarray, val_frac: float) -> tuple[np.ndarray, np.nd
     """The validation set is the contiguous tail, as in nanoGPT's shakespeare_char."""
     n_train, _ = split_sizes(len(ids), val_frac)
     return ids[:n_train], ids[n_train:]
-
-
-def chars_needed(batch_size: int, seq_len: int, val_frac: float) -> int:
-    """The shortest corpus whose training split fills one batch (B*T + 1 characters)
-    and whose validation split, if any, holds at least one target (2 characters)."""
-    need_train = batch_size * seq_len + 1
-    need_val = 2 if val_frac > 0 else 0
-    total = max(need_train + need_val, math.ceil(need_train / (1 - val_frac)))
-    while True:  # int() truncation can leave the first guess a character or two short
-        n_train, n_val = split_sizes(total, val_frac)
-        if n_train >= need_train and n_val >= need_val:
-            return total
-        total += 1
-
-
-def check_corpus_size(corpus: EncodedCorpus, batch_size: int, seq_len: int, val_frac: float):
-    """Refuse a corpus whose own split (see `EncodedCorpus.split_sizes`) cannot fill one
-    training batch, or holds no validation target when there is validation."""
-    n_train, n_val = corpus.split_sizes(val_frac)
-    need_train, need_val = batch_size * seq_len + 1, 2 if val_frac > 0 else 0
-    if n_train >= need_train and n_val >= need_val:
-        return
-    options = f"--batch-size {batch_size} x --seq-len {seq_len} with --val-frac {val_frac:g}"
-    if corpus.train_ids is None:  # a proportional split: one total says it all
-        need = chars_needed(batch_size, seq_len, val_frac)
-        raise CorpusError(
-            f"corpus {corpus.path} is too short: {len(corpus):,} {corpus.unit}, but "
-            f"{options} needs at least {need:,}"
-        )
-    val = f" and {need_val} for validation" if need_val else ""
-    raise CorpusError(
-        f"corpus {corpus.path} is too short: {n_train:,} {corpus.unit} for training and "
-        f"{n_val:,} for validation, but {options} needs at least {need_train:,} for training{val}"
-    )
-
-
-# ---------------------------------------------------------------- batches
-
-
-class StreamBatches:
-    """Truncated-BPTT batches: the ids cut into `batch_size` contiguous streams.
-
-    ids:  a b c d e f g h i j k l m n o p q r s t u v w x y
-    batch_size B=3 streams of length L=8, seq_len T=4 (n_windows = L // T = 2):
-
-              window 0   window 1
-      row 0:  a b c d  | e f g h
-      row 1:  i j k l  | m n o p
-      row 2:  q r s t  | u v w x      (y is only ever a target)
-
-    Step k feeds window k of every row; its targets are the same positions
-    shifted one character right (row 0, window 0 -> b c d e). Row r's window k+1
-    continues its window k, so the hidden state carried from one step to the
-    next belongs to the text that comes before. At the end of a pass the state
-    is reset. The tail that does not fill a whole window is left out.
-    """
-
-    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int):
-        stream_len = (len(ids) - 1) // batch_size
-        self.n_windows = stream_len // seq_len
-        if self.n_windows < 1:
-            raise CorpusError(
-                f"the training split has {len(ids)} characters; batch size {batch_size} "
-                f"x seq-len {seq_len} needs at least {batch_size * seq_len + 1}"
-            )
-        self.batch_size = batch_size
-        self.seq_len = seq_len
-        used = batch_size * stream_len
-        self.inputs = ids[:used].reshape(batch_size, stream_len)  # (B, L)
-        self.targets = ids[1 : used + 1].reshape(batch_size, stream_len)  # (B, L)
-
-    @property
-    def chars_per_step(self) -> int:
-        return self.batch_size * self.seq_len
-
-    def window(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Inputs and targets of window k, each (B, T) int64."""
-        t = k * self.seq_len
-        x = self.inputs[:, t : t + self.seq_len]
-        y = self.targets[:, t : t + self.seq_len]
-        return x.astype(np.int64), y.astype(np.int64)
-
-
-EVAL_STREAMS = 32
-EVAL_MIN_STREAM = 1024
-EVAL_WINDOW = 512
-
-
-def eval_windows(
-    ids: np.ndarray,
-    n_streams: int = EVAL_STREAMS,
-    window: int = EVAL_WINDOW,
-    min_stream: int = EVAL_MIN_STREAM,
-):
-    """Cover every target of `ids` once, with a state carried along each stream.
-
-    The text is cut into at most `n_streams` contiguous streams so evaluation
-    runs as a batch, but no shorter than `min_stream` characters: each stream
-    starts from a zero state, and on a short text many cold starts would
-    overstate the loss. The last stream is padded with IGNORE_INDEX targets.
-    Yields (x, y) windows, each (S, <=window) int64.
-    """
-    n_targets = len(ids) - 1
-    if n_targets < 1:
-        return
-    n_streams = max(1, min(n_streams, n_targets // min_stream))
-    stream_len = -(-n_targets // n_streams)  # ceil
-    for t in range(0, stream_len, window):
-        width = min(window, stream_len - t)
-        # built window by window from `ids` (perhaps a memmap), never the whole split at once
-        x = np.zeros((n_streams, width), dtype=np.int64)
-        y = np.full((n_streams, width), IGNORE_INDEX, dtype=np.int64)
-        for s in range(n_streams):
-            start = s * stream_len + t
-            stop = min(start + width, s * stream_len + stream_len, n_targets)
-            if stop > start:
-                x[s, : stop - start] = ids[start:stop]
-                y[s, : stop - start] = ids[start + 1 : stop + 1]
-        yield x, y

@@ -1,85 +1,19 @@
-"""The language model: embedding -> stacked LSTM/GRU/RNN -> dropout -> linear. No I/O."""
+"""Inference helpers: one character per stream through a trained model (SingleStep),
+and the carried state's small operations (detach, reset, select rows).
+
+The state has nn.LSTM's layout, (layers, B, H), or a pair (h, c) of those for an
+LSTM, so states from `CharRNN` and from `SingleStep` mix freely.
+"""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from charrnn.data import IGNORE_INDEX
-
-CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
-
-# LSTM state is (h, c); GRU and RNN state is h alone. Each is (layers, B, hidden).
-State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
-
-
-@dataclass
-class ModelConfig:
-    vocab_size: int
-    cell: str = "lstm"
-    layers: int = 1
-    hidden: int = 512
-    embed: int = 64
-    dropout: float = 0.0
-
-    def __post_init__(self):
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {sorted(CELLS)}, not {self.cell!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-class CharRNN(nn.Module):
-    def __init__(self, config: ModelConfig):
-        super().__init__()
-        self.config = config
-        c = config
-        self.embed = nn.Embedding(c.vocab_size, c.embed)
-        # nn.LSTM/GRU/RNN apply their dropout between stacked layers only
-        self.rnn = CELLS[c.cell](
-            c.embed,
-            c.hidden,
-            num_layers=c.layers,
-            batch_first=True,
-            dropout=c.dropout if c.layers > 1 else 0.0,
-        )
-        self.drop = nn.Dropout(c.dropout)
-        self.head = nn.Linear(c.hidden, c.vocab_size)
-        self._init_weights()
-
-    def _init_weights(self):
-        # Small output weights make the first prediction near uniform, so the
-        # initial loss is ln(vocab_size) rather than a confident wrong guess.
-        nn.init.normal_(self.head.weight, std=0.02)
-        nn.init.zeros_(self.head.bias)
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def forward(
-        self,
-        ids: torch.Tensor,
-        state: State | None = None,
-        targets: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, State, torch.Tensor | None]:
-        """ids (B, T) -> logits (B, T, V), new state, and the mean cross-entropy
-        over targets (B, T) when given (IGNORE_INDEX targets are skipped)."""
-        x = self.embed(ids)  # (B, T, E)
-        out, state = self.rnn(x, state)  # (B, T, H)
-        logits = self.head(self.drop(out))  # (B, T, V)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(
-                logits.reshape(-1, logits.size(-1)),
-                targets.reshape(-1),
-                ignore_index=IGNORE_INDEX,
-            )
-        return logits, state, loss
+from charrnn.model.rnn import CharRNN, State
 
 
 class SingleStep:
@@ -178,3 +112,10 @@ def detach_state(state: State | None) -> State | None:
     if isinstance(state, tuple):
         return tuple(s.detach().float() for s in state)
     return state.detach().float()
+
+
+def select_rows(state: State, index: torch.Tensor) -> State:
+    """Pick (or repeat) batch rows of a state; each tensor is (layers, B, H)."""
+    if isinstance(state, tuple):
+        return tuple(s.index_select(1, index) for s in state)
+    return state.index_select(1, index)

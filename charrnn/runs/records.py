@@ -1,4 +1,4 @@
-"""Run folders and what they record: config.json, metrics.jsonl, option files, summaries.
+"""What a run folder records: config.json, metrics.jsonl, and option files to replay.
 
 A run folder (`checkpoints/NAME/`) holds:
 
@@ -14,40 +14,25 @@ This module imports neither torch nor numpy at load time.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import math
 import tomllib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from charrnn import __version__
 from charrnn.errors import CharrnnError
 from charrnn.files import atomic_write, describe_os_error, write_error
+from charrnn.train.config import MACHINE_OPTIONS
+
+if TYPE_CHECKING:
+    from charrnn.train.loop import Trainer
 
 CONFIG, METRICS, PLOT = "config.json", "metrics.jsonl", "loss.png"
 
-# every metrics record has all of these keys; those that do not apply are null
-METRIC_KEYS = (
-    "event",  # "train" (a log interval) or "eval"
-    "step",
-    "epoch",
-    "chars_seen",
-    "train_loss",  # nats/char, mean over the log interval
-    "val_loss",  # nats/char over the whole validation split
-    "val_bpc",  # bits/char
-    "lr",
-    "chars_per_s",
-    "elapsed",  # seconds of wall clock since the run began, across resumes
-    "skipped",  # non-finite steps skipped so far
-)
-
 # config.json keys that describe the run rather than set an option
 RUN_INFO_KEYS = {"charrnn_version", "info"}
-# options that belong to the machine, not the run: a resumed run, or one replayed
-# from another run's config.json, takes them from this machine
-MACHINE_OPTIONS = ("device", "precision", "threads")
-
-
 # ------------------------------------------------------------------ config.json
 
 
@@ -56,6 +41,32 @@ def data_options(text_config: dict, tokenizer_config: dict) -> dict:
     --tokenizer), as config.json, `info` and resume checks show them."""
     tokenizer = dict(tokenizer_config)
     return {**text_config, "tokenizer": tokenizer.pop("kind"), **tokenizer}
+
+
+def run_config(trainer: Trainer) -> dict:
+    """config.json: the options (replayable with `--config`) and what they resolved to."""
+    model_options = trainer.model.config.to_dict()
+    vocab_size = model_options.pop("vocab_size")  # follows from the corpus, not an option
+    return {
+        "charrnn_version": __version__,
+        "corpus": list(trainer.corpus.sources),
+        "data": data_options(
+            asdict(trainer.corpus.text_config), asdict(trainer.corpus.tokenizer_config)
+        ),
+        "model": model_options,
+        "train": trainer.config.to_dict(),
+        "info": {
+            "corpus_sha256": trainer.corpus.sha256,
+            "characters": trainer.corpus.characters,
+            "ids": len(trainer.corpus),
+            "vocab_size": vocab_size,
+            "parameters": trainer.model.num_parameters(),
+            "device": str(trainer.device),
+            "precision": trainer.precision,
+            "threads": trainer.threads,
+            "created": trainer.created,
+        },
+    }
 
 
 def write_run_config(run_dir: Path, config: dict) -> None:
@@ -112,15 +123,6 @@ def load_options_file(path: Path) -> OptionsFile:
 
 
 # ------------------------------------------------------------------ metrics.jsonl
-
-
-def metric_record(event: str, **values) -> dict:
-    unknown = set(values) - set(METRIC_KEYS)
-    if unknown:
-        raise ValueError(f"unknown metric keys {sorted(unknown)}")
-    record = dict.fromkeys(METRIC_KEYS)
-    record.update(event=event, **values)
-    return record
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
@@ -190,89 +192,3 @@ def _json_number(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-# ------------------------------------------------------------------ summaries
-
-
-@dataclass
-class RunSummary:
-    name: str
-    path: Path
-    cell: str
-    layers: int
-    hidden: int
-    parameters: int
-    steps: int
-    chars_seen: int
-    best_val_loss: float | None
-    elapsed: float
-    created: dt.datetime
-    status: str
-
-    @property
-    def best_val_bpc(self) -> float | None:
-        return None if self.best_val_loss is None else self.best_val_loss / math.log(2)
-
-
-def summarize_checkpoint(ckpt: dict) -> dict:
-    """The numbers people ask about a checkpoint, from a loaded checkpoint dict."""
-    model = ckpt["model_config"]
-    return {
-        "path": ckpt["path"],
-        "cell": model["cell"],
-        "layers": model["layers"],
-        "hidden": model["hidden"],
-        "parameters": sum(t.numel() for t in ckpt["model"].values()),
-        "steps": ckpt.get("step", 0),
-        "epoch": ckpt.get("epoch", 0),
-        "chars_seen": ckpt.get("chars_seen", 0),
-        "elapsed": ckpt.get("elapsed", 0.0),
-        "val_loss": ckpt.get("val_loss"),
-        "best_val_loss": ckpt.get("best_val_loss"),
-        "skipped_steps": ckpt.get("skipped_steps", 0),
-        "status": ckpt.get("status", "unknown"),
-        "created": ckpt.get("created"),
-    }
-
-
-def list_runs(out_dir: Path) -> tuple[list[RunSummary], list[tuple[Path, str]]]:
-    """Every run folder under `out_dir` (oldest first), and the ones that could not be read."""
-    from charrnn.checkpoint import BEST, LAST, load_checkpoint
-
-    runs, unreadable = [], []
-    out_dir = Path(out_dir)
-    folders = sorted(p for p in out_dir.iterdir() if p.is_dir()) if out_dir.is_dir() else []
-    for run_dir in folders:
-        path = run_dir / LAST if (run_dir / LAST).is_file() else run_dir / BEST
-        if not path.is_file():
-            continue
-        try:
-            s = summarize_checkpoint(load_checkpoint(path, mmap=True, verify=False))
-        except CharrnnError as e:
-            unreadable.append((run_dir, str(e)))
-            continue
-        created = s["created"]
-        created = (
-            dt.datetime.fromisoformat(created)
-            if isinstance(created, str)
-            else dt.datetime.fromtimestamp(path.stat().st_mtime)
-        )
-        runs.append(
-            RunSummary(
-                name=run_dir.name,
-                path=run_dir,
-                cell=s["cell"],
-                layers=s["layers"],
-                hidden=s["hidden"],
-                parameters=s["parameters"],
-                steps=s["steps"],
-                chars_seen=s["chars_seen"],
-                best_val_loss=s["best_val_loss"],
-                elapsed=s["elapsed"],
-                created=created,
-                status=s["status"],
-            )
-        )
-    runs.sort(key=lambda r: r.created)
-    return runs, unreadable

@@ -9,49 +9,19 @@ stream. Each step: temperature -> top-k -> top-p (nucleus) -> draw.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from charrnn.errors import CharrnnError, UnknownCharactersError
-from charrnn.model import CharRNN, SingleStep, State, eval_mode
-from charrnn.runtime import wide_float
-from charrnn.tokenizers import Tokenizer
+from charrnn.inference import SingleStep, eval_mode, select_rows
+from charrnn.model.rnn import CharRNN, State
+from charrnn.sample.config import SampleConfig
+from charrnn.text.tokenizers import Tokenizer
 
 FEED_WINDOW = 4096  # seed ids per forward pass while priming
-
-
-@dataclass(frozen=True)
-class SampleConfig:
-    temperature: float = 0.8  # 0: greedy
-    top_k: int | None = None  # keep the k most likely characters
-    top_p: float | None = None  # keep the smallest set whose probability reaches p
-
-    def __post_init__(self):
-        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
-            raise CharrnnError(f"temperature must be a finite number >= 0, not {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise CharrnnError(f"top-k must be at least 1, not {self.top_k}")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise CharrnnError(f"top-p must be in (0, 1], not {self.top_p}")
-
-
-@dataclass
-class Sample:
-    seed: str
-    text: str  # the continuation, without the seed (and without a stop text)
-    logprob: float  # summed log-probability of `text` under the model (nats)
-
-    @property
-    def characters(self) -> int:
-        return len(self.text)
-
-    @property
-    def mean_logprob(self) -> float | None:
-        return self.logprob / len(self.text) if self.text else None
 
 
 def filter_logits(
@@ -117,13 +87,6 @@ def ban(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return logits.index_fill(-1, ids, -math.inf)
 
 
-def _select(state: State, index: torch.Tensor) -> State:
-    """Pick (or repeat) batch rows of a state; each tensor is (layers, B, H)."""
-    if isinstance(state, tuple):
-        return tuple(s.index_select(1, index) for s in state)
-    return state.index_select(1, index)
-
-
 class Streams:
     """B generation streams that share a model: feed text, then step.
 
@@ -168,7 +131,7 @@ class Streams:
             raise CharrnnError("expand() needs exactly one primed stream")
         rows = torch.zeros(n, dtype=torch.long, device=self.device)
         self.logits = self.logits.index_select(0, rows)
-        self.state = _select(self.state, rows)
+        self.state = select_rows(self.state, rows)
         if self.pending is not None:
             self.pending = self.pending.index_select(0, rows)
 
@@ -232,97 +195,3 @@ def primed_streams(
     streams = Streams(model, vocab, rng_seed)  # feed's encode refuses unseen characters
     streams.feed(seed)
     return streams
-
-
-def generate(
-    model: CharRNN,
-    vocab: Tokenizer,
-    seed: str,
-    length: int,
-    config: SampleConfig | None = None,
-    rng_seed: int | None = None,
-    stop: Iterable[str] = (),
-) -> Iterator[str]:
-    """Yield up to `length` characters that continue `seed`, as they are made.
-
-    Ends early at a stop string (which is not yielded). Raises
-    UnknownCharactersError if the seed holds characters the model never saw.
-    """
-    config = config or SampleConfig()
-    streams = primed_streams(model, vocab, seed, rng_seed)
-    yield from continue_stream(streams, length, config, stop)
-
-
-def continue_stream(
-    streams: Streams, length: int, config: SampleConfig, stop: Iterable[str] = ()
-) -> Iterator[str]:
-    """Yield up to `length` more characters of a single primed stream."""
-    matcher = StopMatcher(stop)
-    decoder = streams.vocab.decoder()
-    made = 0
-    while made < length:
-        ids, _ = streams.step(config)
-        text = decoder.push(int(ids[0]))[: length - made]  # a piece may be several characters
-        made += len(text)
-        if shown := matcher.push(text):
-            yield shown
-        if matcher.done:
-            return
-    if tail := matcher.push(decoder.flush()[: length - made]) + matcher.flush():
-        yield tail
-
-
-def sample_batch(
-    model: CharRNN,
-    vocab: Tokenizer,
-    seed: str,
-    length: int,
-    num_samples: int,
-    config: SampleConfig | None = None,
-    rng_seed: int | None = None,
-    stop: Iterable[str] = (),
-) -> list[Sample]:
-    """`num_samples` continuations of `seed`, generated together as one batch."""
-    config = config or SampleConfig()
-    streams = primed_streams(model, vocab, seed, rng_seed)
-    streams.expand(num_samples)
-    matchers = [StopMatcher(stop) for _ in range(num_samples)]
-    decoders = [vocab.decoder() for _ in range(num_samples)]
-    texts = [[] for _ in range(num_samples)]
-    made = [0] * num_samples
-    logprob = [0.0] * num_samples
-    while not all(m.done or n >= length for m, n in zip(matchers, made, strict=True)):
-        ids, lps = streams.step(config)
-        for i, (token_id, lp) in enumerate(zip(ids.tolist(), lps.tolist(), strict=True)):
-            if not matchers[i].done and made[i] < length:
-                piece = decoders[i].push(token_id)[: length - made[i]]
-                made[i] += len(piece)
-                texts[i].append(matchers[i].push(piece))
-                logprob[i] += lp
-    samples = []
-    for i, m in enumerate(matchers):
-        tail = m.push(decoders[i].flush()[: length - made[i]]) + m.flush()
-        samples.append(Sample(seed, "".join(texts[i]) + tail, logprob[i]))
-    return samples
-
-
-@torch.inference_mode()
-def beam_search(model: CharRNN, vocab: Tokenizer, seed: str, length: int, beam: int) -> Sample:
-    """The most probable continuation of exactly `length` tokens (characters, with
-    the char tokenizer) that a beam of `beam` candidates finds (beam 1 is greedy)."""
-    streams = primed_streams(model, vocab, seed)
-    device, vocab_size = streams.device, len(vocab)
-    logits, state = ban(streams.logits, streams.banned), streams.state  # (1, V)
-    wide = wide_float(device)  # float64 scores, but float32 on MPS, which has no float64
-    scores = torch.zeros(1, dtype=wide, device=device)  # (K,)
-    tokens = torch.zeros(1, 0, dtype=torch.long, device=device)  # (K, t)
-    for t in range(length):
-        total = scores[:, None] + F.log_softmax(logits.to(wide), dim=-1)  # (K, V)
-        best = total.flatten().topk(min(beam, total.numel()))
-        rows, ids = best.indices // vocab_size, best.indices % vocab_size
-        scores, state = best.values, _select(state, rows)
-        tokens = torch.cat([tokens.index_select(0, rows), ids[:, None]], dim=1)
-        if t + 1 < length:
-            logits, state = streams.single_step(ids, state)  # (K, V)
-            logits = ban(logits, streams.banned)
-    return Sample(seed, vocab.decode(tokens[0].tolist()), float(scores[0]))

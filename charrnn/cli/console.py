@@ -1,0 +1,105 @@
+"""The one rich Console (on stderr) and the ways the commands speak through it.
+
+Generated text alone goes to stdout (`write_stdout`); every message for people
+goes to stderr. A CharrnnError, an OSError or a closed pipe becomes one line
+and an exit status, never a traceback (`user_errors`).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from contextlib import contextmanager
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from charrnn.errors import CharrnnError
+
+console = Console(stderr=True, highlight=False)
+
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+
+
+def info(message: str) -> None:
+    console.print(message, soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    info(f"[yellow]warning:[/] {message}")
+
+
+class UserError(click.ClickException):
+    """A one-line `error: ...` on stderr through the Console, exit status 1."""
+
+    def show(self, file=None) -> None:
+        show_error(self.message)
+
+
+def show_error(message: str) -> None:
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+
+
+@contextmanager
+def user_errors():
+    """Library errors become one-line messages; nothing a user caused shows a traceback."""
+    try:
+        yield
+    except CharrnnError as e:
+        raise UserError(str(e)) from None
+    except BrokenPipeError:  # stdout's reader went away (`| head`) mid-table or mid-JSON
+        exit_for_closed_stdout()
+    except OSError as e:  # the machine's fault, not ours: a full disk, a vanished folder
+        from charrnn.files import describe_os_error
+
+        where = f"{e.filename}: " if e.filename else ""
+        raise UserError(f"{where}{describe_os_error(e)}") from None
+    except KeyboardInterrupt:
+        console.print("[yellow]aborted[/]")
+        sys.exit(EXIT_SIGINT)
+
+
+def write_stdout(text: str) -> None:
+    """Write and flush, so a pipe or terminal sees each character as it is made.
+
+    A reader that goes away (`| head`) ends the program quietly (see `user_errors`).
+    """
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def exit_for_closed_stdout() -> None:
+    """End quietly with status 0: a reader that stops early is not an error."""
+    import os
+
+    # point stdout at /dev/null, so Python's exit-time flush does not complain
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(0)
+
+
+def print_json(data) -> None:
+    import json
+
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+# ------------------------------------------------------------------ numbers for people
+
+
+def loss_unit(vocab) -> str:
+    """Losses are per id: per character for char models, per byte or piece otherwise."""
+    return {"char": "char", "byte": "byte"}.get(vocab.kind, "token")
+
+
+def format_loss(loss: float, unit: str = "char", sep: str = ", ") -> str:
+    """ "1.2345 nats/char, 1.781 bits/char" (bits only where the unit is fixed)."""
+    text = f"{loss:.4f} nats/{unit}"
+    if unit != "token":
+        text += f"{sep}{loss / math.log(2):.3f} bits/{unit}"
+    return text
+
+
+def count(n: int) -> str:
+    return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k" if n >= 1e3 else str(n)

@@ -1,0 +1,295 @@
+"""`charrnn train`: plan the run (charrnn.runs.resume), read the corpus, train, report."""
+
+from __future__ import annotations
+
+import shlex
+import signal
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from charrnn.cli.console import (
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    console,
+    format_loss,
+    info,
+    loss_unit,
+    user_errors,
+    warn,
+)
+from charrnn.cli.options import SectionedCommand, SectionOption, config_options, out_option
+from charrnn.cli.progress import EncodeProgress, TrainProgress
+from charrnn.errors import CharrnnError
+from charrnn.model.config import ModelConfig
+from charrnn.options import format_duration
+from charrnn.text.config import TextConfig, TokenizerConfig
+from charrnn.train.config import TrainConfig
+
+BEST, LAST = "best.pt", "last.pt"  # charrnn.checkpoint's names, without importing torch
+RECORDED_MACHINE = "charrnn.recorded_machine"  # ctx.meta key: what a replayed run ran on
+
+
+@click.command(cls=SectionedCommand)
+@click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=Path))
+@config_options(TokenizerConfig, TextConfig, ModelConfig, TrainConfig)
+@click.option(
+    "--run",
+    "run_name",
+    default=None,
+    metavar="NAME",
+    show_default="corpus name and time",
+    help="Run folder name under --out.",
+    cls=SectionOption,
+    section="run control",
+)
+@out_option("Folder that holds the run folders.", section="run control")
+@click.option(
+    "--resume",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[RUN]",
+    help="Continue RUN (a name under --out or a path; default: --run, else the newest run) "
+    "from its last.pt.",
+    cls=SectionOption,
+    section="run control",
+)
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    metavar="FILE",
+    is_eager=True,
+    expose_value=False,
+    callback=lambda ctx, param, value: read_config_option(ctx, value),
+    help="Read options from a TOML file or a run's config.json; the command line wins.",
+    cls=SectionOption,
+    section="run control",
+)
+@click.pass_context
+def train(ctx, corpus, run_name, out, resume, **options):
+    """Train a character-level language model on CORPUS.
+
+    CORPUS is one or more text files or folders (every *.txt below, sorted),
+    read as UTF-8 unless --encoding says otherwise; .gz, .bz2 and .xz files
+    are decompressed. Files are joined by a blank line. The encoded corpus is
+    cached by content, so the next run starts at once.
+
+    The last --val-frac of the text is the validation set. Checkpoints go to
+    OUT/RUN/: best.pt (lowest validation loss) and last.pt (newest), beside
+    config.json, metrics.jsonl and loss.png. Ctrl-C saves last.pt and prints
+    the command that resumes.
+
+    \b
+    Examples:
+      charrnn train corpora/shakespeare.txt --time 3m
+      charrnn train input.txt --cell gru --layers 2 --hidden 256 --max-steps 2000
+      charrnn train input.txt --run mine --dropout 0.2 --time 1h --patience 5
+      charrnn train input.txt --resume mine --time 2h
+      charrnn train --config checkpoints/mine/config.json --run again
+      charrnn train texts/ --tokenizer sentencepiece --sp-type char --coverage 0.9995
+      charrnn train big.txt.xz --tokenizer byte --time 1h
+    """
+    with user_errors():
+        from charrnn.data.cache import load_corpus
+        from charrnn.runs.resume import plan_configs, plan_run, refuse_finished_run
+        from charrnn.runs.writer import run_trainer
+
+        given = {k for k in options if ctx.get_parameter_source(k).name != "DEFAULT"}
+        plan = plan_run(corpus[0], options, given, run_name, out, resume)
+        with EncodeProgress() as progress:
+            corpus_data = load_corpus(
+                list(corpus),
+                plan.text_config,
+                plan.tokenizer_config,
+                existing=plan.tokenizer,
+                expected_sha256=plan.corpus_sha256,
+                val_frac=plan.val_frac,
+                progress=progress.update,
+            )
+        model_config, train_config = plan_configs(plan, corpus_data, options, given)
+        # the Trainer checks the corpus size and, on resume, the corpus hash, before printing
+        trainer = run_trainer(
+            corpus_data, model_config, train_config, plan.run_dir, resume=plan.checkpoint
+        )
+        refuse_finished_run(trainer)
+        describe_start(corpus_data, model_config, train_config, plan.run_dir, plan.checkpoint)
+        describe_machine(trainer, ctx.meta.get(RECORDED_MACHINE))
+        with stop_on_signals(trainer) as received, TrainProgress(trainer) as progress:
+            trainer.callbacks.append(progress)
+            result = trainer.run()
+        show_summary(result, trainer, plan.run_dir)
+        plot_run(plan.run_dir)
+        report_ending(result, train_config, corpus, plan, received)
+
+
+def report_ending(result, train_config, corpus, plan, received) -> None:
+    """Why training stopped, when it was not the planned length; an exit status to match."""
+    if result.status == "nonfinite":
+        raise CharrnnError(
+            f"stopped at step {result.steps:,}: {train_config.max_skips} steps in a row had a "
+            f"non-finite loss or gradient; the weights were kept finite and best.pt is intact "
+            f"(try a lower --lr or --grad-clip)"
+        )
+    if result.status == "patience":
+        info(
+            f"[yellow]stopped early[/]: no new best validation loss in "
+            f"{train_config.patience} evaluations"
+        )
+    if result.interrupted:
+        resume_args = ["charrnn", "train", *map(str, corpus), "--resume", plan.run_dir.name]
+        if plan.out != Path("checkpoints"):
+            resume_args += ["--out", str(plan.out)]
+        resume_cmd = shlex.join(resume_args)
+        info(f"[yellow]interrupted at step {result.steps:,}[/]; saved {plan.run_dir / LAST}")
+        info(f"resume with: [bold]{escape(resume_cmd)}[/]")
+        sys.exit(EXIT_SIGTERM if received == [signal.SIGTERM] else EXIT_SIGINT)
+
+
+def describe_machine(trainer, replayed: dict | None) -> None:
+    """What changed from the run this one goes on from, or replays."""
+    if trainer.split_moved:
+        info(
+            "[yellow]note:[/] an older charrnn split this run's SentencePiece ids "
+            "elsewhere and trained its tokenizer on the validation text too; validation "
+            "losses from before this resume measured other text"
+        )
+    recorded = trainer.recorded_machine or replayed
+    if changes := trainer.machine.changes_from(recorded):
+        info(
+            f"machine {', '.join(changes)}: device, precision and threads follow this "
+            "machine, not the recorded run"
+        )
+
+
+def read_config_option(ctx, path: Path | None) -> None:
+    """--config: the file's options become the command's defaults, so the command line wins.
+
+    Values go through the same click types and ranges as typed options.
+    """
+    if path is None:
+        return
+    from charrnn.runs.records import load_options_file
+
+    try:
+        loaded = load_options_file(path)
+    except CharrnnError as e:
+        raise click.BadParameter(str(e), ctx=ctx, param_hint="'--config'") from None
+    values = loaded.options
+    ctx.meta[RECORDED_MACHINE] = loaded.recorded_machine
+    names = {}  # option spellings (run, time, seq_len) -> parameter names (run_name, ...)
+    for p in ctx.command.get_params(ctx):
+        if p.name in ("config", "resume"):
+            continue
+        names[p.name] = p.name
+        for opt in p.opts:
+            names[opt.lstrip("-").replace("-", "_")] = p.name
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise click.BadParameter(
+            f"{path}: unknown option {', '.join(map(repr, unknown))}",
+            ctx=ctx,
+            param_hint="'--config'",
+        )
+    if isinstance(values.get("corpus"), str):  # config.json from before CORPUS took many
+        values["corpus"] = [values["corpus"]]
+    defaults = {names[k]: v for k, v in values.items() if v is not None}
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+
+
+def plot_run(run_dir: Path) -> None:
+    """loss.png in the run folder, when matplotlib is installed; never fails the run."""
+    from charrnn.plot import matplotlib_available, plot_runs
+    from charrnn.runs.records import PLOT, read_metrics
+
+    if not matplotlib_available():
+        return
+    try:
+        plot_runs([(run_dir.name, read_metrics(run_dir))], run_dir / PLOT)
+    except Exception as e:  # a plot is a convenience: report it, keep the exit status
+        warn(f"could not draw {run_dir / PLOT}: {e}")
+
+
+def describe_start(corpus, model_config, train_config, run_dir: Path, ckpt) -> None:
+    n_train, n_val = corpus.split_sizes(train_config.val_frac)
+    source = "cached encoding" if corpus.from_cache else "encoded"
+    ids = "" if corpus.vocab.kind == "char" else f" -> {len(corpus):,} tokens"
+    info(
+        f"corpus  {escape(str(corpus.path))}: {corpus.characters:,} characters{ids}, "
+        f"{escape(corpus.vocab.describe())} ({source})"
+    )
+    if corpus.rare is not None:
+        r, n = corpus.rare, corpus.tokenizer_config.min_count
+        info(
+            f"unknown {r.distinct:,} characters seen fewer than {n} times map to <unk>: "
+            f"{r.occurrences:,} occurrences, {r.share:.3%} of the text"
+        )
+    info(f"split   {n_train:,} train / {n_val:,} validation {corpus.unit}")
+    m = model_config
+    info(f"model   {m.cell.upper()} {m.layers}x{m.hidden}, embed {m.embed}, dropout {m.dropout:g}")
+    t = train_config
+    length = []
+    if t.max_steps:
+        length.append(f"{t.max_steps:,} steps")
+    if t.time_budget:
+        length.append(format_duration(t.time_budget))
+    info(
+        f"train   batch {t.batch_size} x seq-len {t.seq_len}, lr {t.lr:g}, "
+        f"for {' or '.join(length)}"
+    )
+    if ckpt is not None:
+        info(f"resume  {escape(str(ckpt['path']))} at step {ckpt['step']:,}")
+    info(f"run     {escape(str(run_dir))}")
+
+
+@contextmanager
+def stop_on_signals(trainer):
+    """First Ctrl-C or SIGTERM: finish the step, save, exit. A second Ctrl-C aborts."""
+    received: list[int] = []
+
+    def handler(signum, frame):
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+        trainer.request_stop()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+STATUS_TEXT = {
+    "running": "still running, or killed",
+    "finished": "finished",
+    "interrupted": "interrupted",
+    "patience": "stopped early (patience)",
+    "nonfinite": "stopped: non-finite losses",
+}
+
+
+def show_summary(result, trainer, run_dir: Path) -> None:
+    table = Table(title="training summary", show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    if result.best_val_loss is not None:
+        unit = loss_unit(trainer.corpus.vocab)
+        table.add_row("best val loss", format_loss(result.best_val_loss, unit))
+    table.add_row("steps", f"{result.steps:,} ({trainer.epoch} full passes)")
+    if result.skipped_steps:
+        table.add_row("skipped", f"{result.skipped_steps:,} steps with a non-finite loss")
+    table.add_row("ended", STATUS_TEXT.get(result.status, result.status))
+    table.add_row("chars seen", f"{result.chars_seen:,}")
+    table.add_row("time", format_duration(result.elapsed))
+    table.add_row("speed", f"{result.chars_per_s:,.0f} chars/s")
+    if (run_dir / BEST).exists():
+        table.add_row("best", escape(str(run_dir / BEST)))
+    table.add_row("last", escape(str(run_dir / LAST)))
+    console.print(table)

@@ -1,0 +1,1 @@
+"""Data: prepared text -> cached ids (cache, encode) -> split and TBPTT batches (batches)."""

@@ -1,0 +1,154 @@
+"""SentencePiece as a charrnn tokenizer: a model trained on the training text, kept as bytes.
+
+The model is trained to be lossless (no extra normalisation or whitespace folding,
+"\\n" a piece of its own, byte fallback), so decoding gives back the prepared text.
+`sentencepiece` itself is imported only when a model is built or loaded.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from functools import cached_property
+
+import numpy as np
+
+from charrnn.errors import CharrnnError
+from charrnn.text.config import TokenizerConfig
+from charrnn.text.tokenizers import REPLACEMENT, Tokenizer, utf8
+
+SP_SENTENCES = 1_000_000  # lines SentencePiece trains on at most (sampled); bounds its memory
+SP_RANDOM_SEED = 1  # SentencePiece samples and shuffles lines of large corpora
+SP_PARALLEL_CHARS = 1 << 20  # texts longer than this are encoded on several threads
+
+
+def sentencepiece_processor(model: bytes):
+    import sentencepiece as spm
+
+    try:
+        return spm.SentencePieceProcessor(model_proto=model)
+    except Exception as e:
+        raise CharrnnError(f"the stored SentencePiece model is damaged ({e})") from None
+
+
+class SentencePieceVocab(Tokenizer):
+    """A SentencePiece model trained on the corpus, kept as its serialized bytes.
+
+    It is trained to be lossless: no extra normalisation or whitespace folding,
+    no dummy prefix, "\\n" as a piece of its own, and byte fallback so that a
+    character outside the model's coverage becomes its UTF-8 bytes, not <unk>.
+    """
+
+    kind = "sentencepiece"
+
+    def __init__(self, model: bytes, normalize="nfc", keep_line_ends=False):
+        self.model = bytes(model)
+        self.normalize, self.keep_line_ends = normalize, bool(keep_line_ends)
+        self.sp = sentencepiece_processor(self.model)
+
+    def __len__(self) -> int:
+        return self.sp.get_piece_size()
+
+    @cached_property
+    def special_ids(self) -> list[int]:
+        sp = self.sp
+        return [i for i in range(len(self)) if sp.is_unknown(i) or sp.is_control(i)]
+
+    def encode_prepared(self, text: str) -> np.ndarray:
+        threads = min(os.cpu_count() or 1, 8)
+        if len(text) < SP_PARALLEL_CHARS or threads == 1:
+            return np.asarray(self.sp.encode(text), dtype=self.dtype)
+        # "\n" is a piece of its own, so no piece spans a line end: cutting after one
+        # gives the same ids, and SentencePiece encodes the parts on its own threads
+        parts = cut_after_newlines(text, 4 * threads)
+        encoded = self.sp.encode(parts, num_threads=threads)
+        return np.concatenate([np.asarray(ids, dtype=self.dtype) for ids in encoded])
+
+    @cached_property
+    def token_bytes(self) -> list[bytes]:
+        sp, out = self.sp, []
+        for i in range(len(self)):
+            piece = sp.id_to_piece(i)
+            if sp.is_byte(i):  # "<0xE3>"
+                out.append(bytes([int(piece[3:5], 16)]))
+            elif sp.is_unknown(i):
+                out.append(utf8(REPLACEMENT))
+            elif sp.is_control(i):
+                out.append(b"")
+            else:
+                out.append(utf8(piece.replace("\u2581", " ")))
+        return out
+
+    def to_dict(self) -> dict:
+        return {"kind": "sentencepiece", "model": self.model, **self._text_dict()}
+
+    def describe(self) -> str:
+        return f"{len(self)} SentencePiece pieces"
+
+
+def cut_after_newlines(text: str, parts: int) -> list[str]:
+    """`text` in about `parts` pieces, each ending just after a newline (the last may not)."""
+    size, pieces, start = max(1, len(text) // parts), [], 0
+    while start < len(text):
+        cut = text.find("\n", start + size)
+        end = len(text) if cut < 0 else cut + 1
+        pieces.append(text[start:end])
+        start = end
+    return pieces
+
+
+def train_sentencepiece(
+    lines, config: TokenizerConfig, normalize: str, keep_line_ends: bool
+) -> SentencePieceVocab:
+    """Train a SentencePiece model on an iterator of lines (without their "\\n")."""
+    import sentencepiece as spm
+
+    vocab_size = config.vocab_size
+    if vocab_size is None:
+        # char: every kept character; a soft limit lets SentencePiece use fewer
+        vocab_size = 1_000_000 if config.sp_type == "char" else 1000
+    model = io.BytesIO()
+    spm.set_random_generator_seed(SP_RANDOM_SEED)  # the same text gives the same model
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(lines),
+            model_writer=model,
+            model_type=config.sp_type,
+            vocab_size=vocab_size,
+            hard_vocab_limit=config.vocab_size is not None and config.sp_type != "char",
+            character_coverage=config.coverage,
+            normalization_rule_name="identity",  # we normalise ourselves (--normalize)
+            add_dummy_prefix=False,
+            remove_extra_whitespaces=False,
+            split_digits=False,
+            byte_fallback=True,
+            user_defined_symbols=["\n"],
+            bos_id=-1,
+            eos_id=-1,
+            input_sentence_size=SP_SENTENCES,
+            shuffle_input_sentence=True,
+            max_sentence_length=1 << 16,
+            num_threads=1,  # one thread, so the same text always gives the same model
+            minloglevel=2,
+        )
+    except Exception as e:
+        raise CharrnnError(
+            f"SentencePiece could not be trained: {sentencepiece_message(e)}"
+        ) from None
+    return SentencePieceVocab(model.getvalue(), normalize, keep_line_ends)
+
+
+def sentencepiece_message(e: Exception) -> str:
+    """SentencePiece's errors are C++ assertions; say what to change instead."""
+    text = str(e)
+    if m := re.search(r"smaller than required_chars\. (\d+) vs (\d+)", text):
+        return (
+            f"--vocab-size {m[1]} is too small: the text's characters and the 256 byte pieces "
+            f"need {m[2]}; give a larger --vocab-size or a lower --coverage"
+        )
+    if m := re.search(
+        r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)", text
+    ):
+        return f"--vocab-size {m[1]} is too large for this text; use {m[2]} or less"
+    return text.strip().splitlines()[0] if text.strip() else type(e).__name__

@@ -1,0 +1,102 @@
+"""The package's shape: imports run one way down the pipeline, only the CLI talks to the
+terminal, modules and classes stay small, and the public names all resolve."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+import charrnn
+
+PACKAGE = Path(charrnn.__file__).parent
+
+# The pipeline, top to bottom: a module may import from its own layer and the layers
+# above it, never from one below. checkpoint.py is the file format that training writes
+# and sampling reads, so it comes before both.
+LAYERS = [
+    ["errors", "files", "options"],
+    ["text"],
+    ["data"],
+    ["model"],
+    ["inference", "runtime"],
+    ["evaluate"],
+    ["checkpoint"],
+    ["train"],
+    ["runs", "plot"],
+    ["sample"],
+    ["api"],
+    ["cli", "__main__"],
+]
+LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
+MAX_MODULE_LINES = 400
+MAX_CLASS_LINES = 250
+
+
+def modules() -> list[Path]:
+    return sorted(
+        p for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" or p.parent != PACKAGE
+    )
+
+
+def top(path: Path) -> str:
+    """The pipeline unit a file belongs to: `data` for charrnn/data/cache.py."""
+    return path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+
+
+def imported(path: Path) -> set[str]:
+    """Every module a file imports, at the top or inside a function."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_every_module_has_a_layer():
+    assert {top(p) for p in modules()} <= set(LAYER)
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_only_run_down_the_pipeline(path):
+    own = LAYER[top(path)]
+    for name in imported(path):
+        parts = name.split(".")
+        if parts[0] != "charrnn" or len(parts) == 1:
+            continue  # a third-party module, or the package's own __version__
+        assert LAYER[parts[1]] <= own, f"{path.name} imports {name}, which is further down"
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_only_the_cli_talks_to_the_terminal(path):
+    if top(path) == "cli":
+        return
+    ui = {n for n in imported(path) if n.split(".")[0] in ("click", "rich")}
+    assert not ui, f"{path.name} imports {ui}"
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_modules_and_classes_stay_small(path):
+    text = path.read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= MAX_MODULE_LINES
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.ClassDef):
+            size = node.end_lineno - node.lineno + 1
+            assert size <= MAX_CLASS_LINES, f"class {node.name} has {size} lines"
+
+
+def test_configs_import_nothing_heavy():
+    """`charrnn train --help` builds its options from these without loading torch."""
+    heavy = {"torch", "numpy", "sentencepiece"}
+    for name in ("text/config.py", "model/config.py", "train/config.py", "sample/config.py"):
+        found = {n.split(".")[0] for n in imported(PACKAGE / name)}
+        assert not found & heavy, name
+
+
+@pytest.mark.parametrize("name", sorted(charrnn._EXPORTS))
+def test_every_public_name_resolves(name):
+    assert getattr(charrnn, name) is getattr(importlib.import_module(charrnn._EXPORTS[name]), name)
