@@ -1,4 +1,6 @@
-"""Ids -> the train/validation split -> truncated-BPTT stream batches and evaluation windows."""
+"""Ids -> truncated-BPTT stream batches for training and evaluation windows for validation,
+and the check that a corpus is long enough for them (the split itself is the corpus's:
+see charrnn.data.cache.EncodedCorpus.split)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,10 @@
-"""Training: the loop (loop.py) over steps, evaluation and stopping, reporting through
-callbacks; TrainConfig (config.py, which imports nothing heavy); the learning-rate
-schedule as pure functions (schedule.py); the optimizer (optim.py); the step tally
-(tally.py)."""
+"""Training, which writes no files and prints nothing:
+
+config.py     TrainConfig (imports nothing heavy, so help never loads torch)
+loop.py       Trainer: steps, evaluation, stopping; everything it makes goes to callbacks
+callbacks.py  the Callback hooks and the stats and result they receive
+state.py      the trainer <-> a checkpoint payload, both ways
+schedule.py   the learning rate as pure functions, and resume segments
+optim.py      AdamW, fused where this PyTorch has the kernel
+tally.py      losses and skips kept on the device; metrics records
+"""
