@@ -63,8 +63,11 @@ def user_errors():
 def write_stdout(text: str) -> None:
     """Write and flush, so a pipe or terminal sees each character as it is made.
 
-    A reader that goes away (`| head`) ends the program quietly (see `user_errors`).
+    A reader that goes away (`| head`), or a stdout closed before we started (`>&-`),
+    ends the program quietly (see `user_errors`).
     """
+    if sys.stdout is None:
+        raise BrokenPipeError("stdout is closed")
     sys.stdout.write(text)
     sys.stdout.flush()
 
@@ -73,16 +76,19 @@ def exit_for_closed_stdout() -> None:
     """End quietly with status 0: a reader that stops early is not an error."""
     import os
 
-    # point stdout at /dev/null, so Python's exit-time flush does not complain
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    if sys.stdout is not None:
+        # point stdout at /dev/null, so Python's exit-time flush does not complain
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
     sys.exit(0)
 
 
 def print_json(data) -> None:
+    """JSON on stdout, flushed here so a reader that is gone is seen inside `user_errors`
+    (not at exit, where Python would print a BrokenPipeError and exit 120)."""
     import json
 
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    write_stdout(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 # ------------------------------------------------------------------ numbers for people
