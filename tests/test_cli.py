@@ -3,6 +3,7 @@ processes where signals, exit codes and imports are the point."""
 
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,18 +17,32 @@ from charrnn.cli import cli
 from charrnn.model.config import ModelConfig
 from charrnn.text.config import TextConfig, TokenizerConfig
 from charrnn.train.config import TrainConfig
-from tests.conftest import MIXED_TEXT, TINY_MODEL
+from charrnn.train.loop import Trainer
+from tests.conftest import MIXED_TEXT, TINY_MODEL, charrnn_cmd, invoke, no_loss_plot
 
 TRAIN_FAST = [*TINY_MODEL, "--max-steps", "30", "--eval-every", "10", "--lr", "1e-2"]
 
 
+@pytest.fixture(scope="module")
+def trained_once(tmp_path_factory):
+    """A tiny model trained through the CLI on English, Korean and emoji, once."""
+    root = tmp_path_factory.mktemp("trained")
+    corpus = root / "corpus.txt"
+    corpus.write_text(MIXED_TEXT * 30, encoding="utf-8")
+    args = ["train", corpus, *TRAIN_FAST, "--out", root / "ck", "--run", "tiny"]
+    with no_loss_plot():
+        result = invoke(*args, env={"CHARRNN_CACHE_DIR": str(root / "cache")})
+    assert result.exit_code == 0, result.output
+    return root, result
+
+
 @pytest.fixture
-def trained(tmp_path, write_corpus, run_cli):
-    """A tiny model trained through the CLI on English, Korean and emoji."""
-    corpus = write_corpus(MIXED_TEXT * 30)
-    out = tmp_path / "ck"
-    result = run_cli("train", corpus, *TRAIN_FAST, "--out", out, "--run", "tiny")
-    return corpus, out, result
+def trained(trained_once, tmp_path):
+    """This test's own copy of the trained run (tests resume it, refuse it, damage it)."""
+    root, result = trained_once
+    shutil.copy(root / "corpus.txt", tmp_path / "corpus.txt")
+    shutil.copytree(root / "ck", tmp_path / "ck")
+    return tmp_path / "corpus.txt", tmp_path / "ck", result
 
 
 def test_train_then_sample(trained, run_cli):
@@ -228,18 +243,6 @@ def test_help_shows_examples(run_cli, command):
     assert "charrnn " in result.stdout.split("Examples:")[1]
 
 
-def test_help_does_not_import_torch():
-    code = (
-        "import sys, runpy\n"
-        "sys.argv = ['charrnn', 'train', '--help']\n"
-        "try:\n    runpy.run_module('charrnn', run_name='__main__')\n"
-        "except SystemExit as e:\n    assert e.code == 0, e.code\n"
-        "assert 'torch' not in sys.modules, 'torch was imported'\n"
-        "assert 'numpy' not in sys.modules, 'numpy was imported'\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
-
-
 def test_python_dash_m_works():
     out = subprocess.run(
         [sys.executable, "-m", "charrnn", "--version"], capture_output=True, text=True, check=True
@@ -248,23 +251,11 @@ def test_python_dash_m_works():
 
 
 def start_training(corpus: Path, out: Path, run: str) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        "-m",
-        "charrnn",
-        "train",
-        str(corpus),
-        *TINY_MODEL,
-        "--time",
-        "60",
-        "--eval-every",
-        "0",
-        "--out",
-        str(out),
-        "--run",
-        run,
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """A real `charrnn train` process, returned once its training loop has started."""
+    args = [corpus, *TINY_MODEL, "--time", 60, "--eval-every", 0, "--out", out, "--run", run]
+    proc = subprocess.Popen(
+        charrnn_cmd("train", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     for line in proc.stderr:  # wait until the training loop has started
         if line.startswith("params"):
             return proc
@@ -272,28 +263,37 @@ def start_training(corpus: Path, out: Path, run: str) -> subprocess.Popen:
 
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_saves_last_and_says_how_to_resume(tmp_path, write_corpus, signum, code):
+def test_a_signal_saves_last_and_says_how_to_resume(tmp_path, write_corpus, run_cli, signum, code):
+    """The signal is real, sent to this process from inside the training loop, where
+    `charrnn train` has its handler installed. A real process gets SIGINT in
+    tests/test_crash_safety.py (and two of them in test_a_second_ctrl_c_aborts...)."""
     corpus = write_corpus(MIXED_TEXT * 30)
     out = tmp_path / "ck"
-    proc = start_training(corpus, out, "sig")
-    proc.send_signal(signum)
-    _, rest = proc.communicate(timeout=60)
-    assert proc.returncode == code, rest
-    resume_line = next(line for line in rest.splitlines() if line.startswith("resume with:"))
+    train_step = Trainer._train_step
+
+    def step_then_signal(self, lr):
+        train_step(self, lr)
+        if self.step == 3:
+            # charrnn's handler, not the default one (which would end pytest itself)
+            assert signal.getsignal(signum) not in (signal.SIG_DFL, signal.default_int_handler)
+            os.kill(os.getpid(), signum)
+
+    args = [corpus, *TINY_MODEL, "--time", 60, "--eval-every", 0, "--out", out, "--run", "sig"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Trainer, "_train_step", step_then_signal)
+        result = run_cli("train", *args, expect=code)
+    resume_line = next(
+        line for line in result.stderr.splitlines() if line.startswith("resume with:")
+    )
     assert f"charrnn train {corpus} --resume sig --out {out}" in resume_line
     ckpt = load_checkpoint(out / "sig" / "last.pt")
-    assert ckpt["step"] >= 1 and ckpt["elapsed"] < 60
+    assert ckpt["step"] == 3 and ckpt["elapsed"] < 60  # it finished the step, then stopped
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
 
     # the printed command continues the run (with a step target instead of the 60 s)
     args = resume_line.removeprefix("resume with: charrnn ").split()
     target = ckpt["step"] + 3
-    resumed = subprocess.run(
-        [sys.executable, "-m", "charrnn", *args, "--max-steps", str(target)],
-        capture_output=True,
-        text=True,
-    )
-    assert resumed.returncode == 0, resumed.stderr
+    run_cli(*args, "--max-steps", target)
     assert load_checkpoint(out / "sig" / "last.pt")["step"] == target
 
 

@@ -2,14 +2,17 @@
 
 A resumed run must end bit-identical to one that was never stopped, and a
 kill at any moment must leave checkpoints that load and resume.
+
+Only the stopped or killed run is a real process; the unbroken run and the
+resumes that finish the job run in this process, through the same command.
 """
 
+import contextlib
 import json
 import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,14 +23,10 @@ import torch
 from charrnn.checkpoint import load_checkpoint
 from charrnn.errors import RunInUseError
 from charrnn.runs.lock import LOCK_FILE, RunLock
-from tests.conftest import MIXED_TEXT, TINY_MODEL
+from tests.conftest import MIXED_TEXT, TINY_MODEL, charrnn_cmd
 
 # two layers and dropout, so the RNG stream matters as much as the weights
 MODEL = [*TINY_MODEL, "--layers", "2", "--dropout", "0.1", "--lr", "1e-2"]
-
-
-def charrnn(*args) -> list[str]:
-    return [sys.executable, "-m", "charrnn", *map(str, args)]
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
@@ -43,65 +42,90 @@ def metric_steps(run_dir: Path, event: str) -> list[int]:
     return [r["step"] for r in map(json.loads, lines) if r["event"] == event]
 
 
-def test_sigint_then_resume_is_bit_identical_to_an_unbroken_run(tmp_path, write_corpus):
+def test_sigint_then_resume_is_bit_identical_to_an_unbroken_run(tmp_path, write_corpus, run_cli):
     corpus = write_corpus(MIXED_TEXT * 30)
     out = tmp_path / "ck"
-    common = [corpus, *MODEL, "--max-steps", 800, "--eval-every", 50, "--out", out]
-    subprocess.run(charrnn("train", *common, "--run", "straight"), check=True, capture_output=True)
+    # 500 steps: after the first save (step 25) the process has ~475 steps (over a
+    # second) left, so the signal lands in the middle of the run even on a busy machine
+    common = [corpus, *MODEL, "--max-steps", 500, "--eval-every", 25, "--out", out]
+    run_cli("train", *common, "--run", "straight")
 
     proc = subprocess.Popen(
-        charrnn("train", *common, "--run", "split"), stderr=subprocess.PIPE, text=True
+        charrnn_cmd("train", *common, "--run", "split"), stderr=subprocess.PIPE, text=True
     )
     wait_for(out / "split" / "last.pt", proc)  # the first evaluation has saved
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
+    assert "Traceback" not in err
     stopped_at = load_checkpoint(out / "split" / "last.pt")["step"]
-    assert 50 <= stopped_at < 800
-    assert "resume with:" in err
+    assert 25 <= stopped_at < 500
+    resume_line = next(line for line in err.splitlines() if line.startswith("resume with:"))
+    assert resume_line == f"resume with: charrnn train {corpus} --resume split --out {out}"
 
-    # no options: the run continues with everything it stored
-    resumed = subprocess.run(
-        charrnn("train", corpus, "--resume", "split", "--out", out), capture_output=True, text=True
-    )
-    assert resumed.returncode == 0, resumed.stderr
+    # the printed command, with no options: the run continues with everything it stored
+    run_cli(*resume_line.removeprefix("resume with: charrnn ").split())
     a = load_checkpoint(out / "straight" / "last.pt")
     b = load_checkpoint(out / "split" / "last.pt")
-    assert a["step"] == b["step"] == 800
+    assert a["step"] == b["step"] == 500
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
     assert a["evals"] == b["evals"]  # the same validation losses at the same steps
 
     # the metrics history is continuous: each logged step once, in order, same losses
-    assert metric_steps(out / "split", "train") == list(range(10, 801, 10))
+    assert metric_steps(out / "split", "train") == list(range(10, 501, 10))
     straight = (out / "straight" / "metrics.jsonl").read_text().splitlines()
     split = (out / "split" / "metrics.jsonl").read_text().splitlines()
     losses = [[json.loads(r)["train_loss"] for r in rs] for rs in (straight, split)]
     assert losses[0] == losses[1]
 
 
-def test_sigkill_at_random_moments_never_leaves_an_unreadable_checkpoint(tmp_path, write_corpus):
+def checkpoint_files(run_dir: Path) -> dict[str, int]:
+    """best.pt, last.pt and any temp file on their way to them, with their mtimes."""
+    files = {}
+    for entry in os.scandir(run_dir):
+        if ".pt" in entry.name:
+            with contextlib.suppress(FileNotFoundError):  # a temp file renamed meanwhile
+                files[entry.name] = entry.stat().st_mtime_ns
+    return files
+
+
+def wait_until_a_save_begins(run_dir: Path, proc: subprocess.Popen, deadline: float) -> None:
+    """Return the moment a checkpoint file appears or changes: a temp file being written,
+    or (were saving not atomic) best.pt or last.pt itself being rewritten."""
+    before = checkpoint_files(run_dir)
+    while checkpoint_files(run_dir) == before:
+        assert proc.poll() is None and time.monotonic() < deadline
+
+
+def test_sigkill_at_random_moments_never_leaves_an_unreadable_checkpoint(
+    tmp_path, write_corpus, run_cli
+):
     corpus = write_corpus(MIXED_TEXT * 30)
     out = tmp_path / "ck"
     run_dir = out / "kill"
     rng = random.Random(0)
-    # --eval-every 1: a save every step, so most kills land in the middle of one
+    # --eval-every 1: a save every step, so most kills land in the middle of one; two of
+    # the three kills wait until a checkpoint is half written, the other comes at random
     args = ["train", corpus, *MODEL, "--max-steps", 100_000, "--eval-every", 1, "--out", out]
     steps = []
-    for attempt in range(8):
+    for attempt, moment in enumerate(["mid-save", "random", "mid-save"]):
         resume = ["--resume", "kill"] if attempt else ["--run", "kill"]
         proc = subprocess.Popen(
-            charrnn(*args, *resume), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            charrnn_cmd(*args, *resume), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        if attempt == 0:
-            wait_for(run_dir / "last.pt", proc)
+        deadline = time.monotonic() + 60
+        if attempt == 0:  # both files exist, as every later kill finds them
+            wait_for(run_dir / "best.pt", proc)
         else:  # wait until this process has saved something of its own
             before = (run_dir / "last.pt").stat().st_mtime_ns
-            deadline = time.monotonic() + 60
             while (run_dir / "last.pt").stat().st_mtime_ns == before:
                 assert proc.poll() is None and time.monotonic() < deadline
                 time.sleep(0.005)
-        time.sleep(rng.uniform(0, 0.3))
+        if moment == "random":
+            time.sleep(rng.uniform(0, 0.3))
+        else:
+            wait_until_a_save_begins(run_dir, proc, deadline)
         proc.kill()
         proc.wait()
 
@@ -112,12 +136,7 @@ def test_sigkill_at_random_moments_never_leaves_an_unreadable_checkpoint(tmp_pat
     assert steps == sorted(steps) and steps[-1] > steps[0]  # every resume made progress
 
     target = steps[-1] + 5
-    done = subprocess.run(
-        charrnn("train", corpus, "--resume", "kill", "--out", out, "--max-steps", target),
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
+    run_cli("train", corpus, "--resume", "kill", "--out", out, "--max-steps", target)
     assert load_checkpoint(run_dir / "last.pt")["step"] == target
     assert not list(run_dir.glob(".*.tmp"))  # what the kills left behind is cleaned up
     evals = metric_steps(run_dir, "eval")

@@ -21,9 +21,10 @@ from charrnn.sample.generate import generate, sample_batch
 from charrnn.text.config import TokenizerConfig
 from charrnn.text.sentencepiece import train_sentencepiece
 from charrnn.text.tokenizers import REPLACEMENT, ByteVocab, CharVocab, prepare_text
-from tests.conftest import MIXED_TEXT, TINY_MODEL
+from tests.conftest import MIXED_TEXT, TINY_MODEL, examples, no_loss_plot
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# the tokenizer properties cost microseconds an example: three times the profile's
+CHEAP = settings(max_examples=examples(3))
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +46,13 @@ def tokenizers():
 # ------------------------------------------------------------------ tokenizers
 
 
-@FUZZ
+@CHEAP
 @given(ids=st.lists(st.integers(0, 255), max_size=200))
 def test_byte_decoding_matches_pythons_utf8_decoder(tokenizers, ids):
     assert tokenizers["byte"].decode(ids) == bytes(ids).decode("utf-8", errors="replace")
 
 
-@FUZZ
+@CHEAP
 @given(data=st.data())
 def test_any_ids_decode_to_text_that_encodes_back_to_itself(tokenizers, data):
     """Sampled ids can be anything; their text must survive a round trip."""
@@ -63,7 +64,7 @@ def test_any_ids_decode_to_text_that_encodes_back_to_itself(tokenizers, data):
         assert vocab.decode(vocab.encode(text)) == text
 
 
-@FUZZ
+@CHEAP
 @given(text=st.text(max_size=200))
 def test_unknown_characters_become_unk_and_nothing_else_changes(tokenizers, text):
     vocab = tokenizers["char+unk"]
@@ -73,7 +74,7 @@ def test_unknown_characters_become_unk_and_nothing_else_changes(tokenizers, text
     assert vocab.decode(ids) == expected
 
 
-@FUZZ
+@CHEAP
 @given(text=st.text(max_size=200), normalize=st.sampled_from(["nfc", "nfkc", "none"]))
 def test_text_is_prepared_the_same_way_twice(text, normalize):
     once = prepare_text(text, normalize, keep_line_ends=False)
@@ -109,7 +110,7 @@ top_ks = st.one_of(st.none(), st.integers(1, 400))
 top_ps = st.one_of(st.none(), st.floats(1e-9, 1.0, exclude_min=False), st.just(1.0))
 
 
-@FUZZ
+@settings()  # the profile's examples: each one samples from four models
 @given(
     name=st.sampled_from(["char", "char+unk", "byte", "sentencepiece"]),
     temperature=temperatures,
@@ -148,7 +149,7 @@ def test_any_sampling_settings_give_the_length_asked_and_finite_scores(
     assert len(streamed) == length
 
 
-@settings(max_examples=40, deadline=None)
+@settings()  # the profile's examples
 @given(
     name=st.sampled_from(["char", "byte", "sentencepiece"]),
     length=st.integers(1, 30),
@@ -185,15 +186,16 @@ def tiny_checkpoint(tmp_path_factory):
         "--run",
         "t",
     ]
-    result = CliRunner().invoke(
-        cli, args, catch_exceptions=False, env={"CHARRNN_CACHE_DIR": str(work / "c")}
-    )
+    with no_loss_plot():
+        result = CliRunner().invoke(
+            cli, args, catch_exceptions=False, env={"CHARRNN_CACHE_DIR": str(work / "c")}
+        )
     assert result.exit_code == 0, result.output
     return work / "t" / "last.pt"
 
 
-@settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+@settings(  # each example runs a command: fewer than the profile's
+    max_examples=examples(0.6), suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     temperature=st.one_of(st.just(0.0), st.floats(1e-4, 50.0)),

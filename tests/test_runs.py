@@ -3,6 +3,7 @@ config.json and --config, `charrnn runs`, `charrnn info`, `charrnn plot`."""
 
 import json
 import math
+import shutil
 import struct
 import sys
 
@@ -12,18 +13,31 @@ import torch
 from charrnn.checkpoint import load_checkpoint
 from charrnn.runs.records import MetricsLog, load_options_file, read_metrics
 from charrnn.train.tally import METRIC_KEYS
-from tests.conftest import MIXED_TEXT, TINY_MODEL
+from tests.conftest import MIXED_TEXT, TINY_MODEL, invoke
 
 TRAIN_FAST = [*TINY_MODEL, "--max-steps", "30", "--eval-every", "10", "--lr", "1e-2"]
 
 
+@pytest.fixture(scope="module")
+def two_runs_once(tmp_path_factory):
+    """Two finished runs, small and wider, trained once for this module."""
+    root = tmp_path_factory.mktemp("two_runs")
+    corpus = root / "corpus.txt"
+    corpus.write_text(MIXED_TEXT * 30, encoding="utf-8")
+    env = {"CHARRNN_CACHE_DIR": str(root / "cache")}
+    for run, extra in (("small", []), ("wider", ["--hidden", 48])):
+        args = ["train", corpus, *TRAIN_FAST, *extra, "--out", root / "ck", "--run", run]
+        result = invoke(*args, env=env)
+        assert result.exit_code == 0, result.output
+    return root
+
+
 @pytest.fixture
-def two_runs(tmp_path, write_corpus, run_cli):
-    corpus = write_corpus(MIXED_TEXT * 30)
-    out = tmp_path / "ck"
-    run_cli("train", corpus, *TRAIN_FAST, "--out", out, "--run", "small")
-    run_cli("train", corpus, *TRAIN_FAST, "--hidden", 48, "--out", out, "--run", "wider")
-    return corpus, out
+def two_runs(two_runs_once, tmp_path):
+    """This test's own copy of the two runs (tests add runs, damage and replay them)."""
+    shutil.copy(two_runs_once / "corpus.txt", tmp_path / "corpus.txt")
+    shutil.copytree(two_runs_once / "ck", tmp_path / "ck")
+    return tmp_path / "corpus.txt", tmp_path / "ck"
 
 
 def test_metrics_jsonl_has_every_log_interval_and_evaluation(two_runs):
@@ -172,6 +186,7 @@ def png_size(path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
+@pytest.mark.loss_plot
 def test_plot_overlays_runs_into_a_png(two_runs, run_cli, tmp_path):
     _, out = two_runs
     assert png_size(out / "small" / "loss.png")[0] > 300  # train drew its own plot
@@ -182,6 +197,7 @@ def test_plot_overlays_runs_into_a_png(two_runs, run_cli, tmp_path):
     assert width > 500 and height > 300 and target.stat().st_size > 20_000
 
 
+@pytest.mark.loss_plot
 def test_plot_errors(two_runs, run_cli, monkeypatch):
     _, out = two_runs
     result = run_cli("plot", "nope", "--out", out, expect=1)

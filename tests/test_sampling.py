@@ -20,7 +20,7 @@ from charrnn.model.rnn import CharRNN
 from charrnn.sample.beam import beam_search
 from charrnn.sample.streams import StopMatcher, filter_logits
 from charrnn.text.tokenizers import CharVocab
-from tests.conftest import MIXED_TEXT, TINY_MODEL
+from tests.conftest import MIXED_TEXT, TINY_MODEL, invoke, no_loss_plot
 
 
 @torch.inference_mode()
@@ -40,16 +40,16 @@ def sequence_logprob(model, vocab, seed: str, text: str) -> float:
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory):
     """A small model trained through the CLI once for this module's tests."""
-    from click.testing import CliRunner
-
-    from charrnn.cli import cli
-
     root = tmp_path_factory.mktemp("sampling")
     corpus = root / "corpus.txt"
     corpus.write_text(MIXED_TEXT * 30, encoding="utf-8")
     # enough steps that greedy text is varied (it carries the emoji and the Hangul)
     args = ["train", str(corpus), *TINY_MODEL, "--max-steps", "300", "--eval-every", "100"]
-    result = CliRunner().invoke(cli, [*args, "--lr", "1e-2", "--out", str(root), "--run", "m"])
+    with no_loss_plot():
+        result = invoke(
+            *args, "--lr", "1e-2", "--out", root, "--run", "m",
+            env={"CHARRNN_CACHE_DIR": str(root / "cache")},
+        )  # fmt: skip
     assert result.exit_code == 0, result.output
     return root / "m" / "best.pt"
 
@@ -346,23 +346,26 @@ def test_interactive_session_in_a_pseudo_terminal(model_path):
     assert child.exitstatus == 0
 
 
-def test_interactive_continue_keeps_the_context(model_path):
+def test_interactive_continue_keeps_the_context(model_path, run_cli):
+    """The same prompt loop, in this process: lines come from stdin, which then ends
+    (Ctrl-D); the terminal itself is test_interactive_session_in_a_pseudo_terminal's."""
     m = charrnn.load(model_path, device="cpu")
-    child = spawn_interactive(model_path, "--length", 25, "--temperature", 0, "--continue")
-    read_turn(child)
-    child.sendline("줄리엣: 이름이")
-    first = read_turn(child).replace("\r\n", "\n").rstrip("\n")
-    child.sendline("?")
-    second = read_turn(child).replace("\r\n", "\n").rstrip("\n")
-    context = first + "?"  # what the model has read by the second turn
-    kept = "?" + "".join(m.generate(context, length=25, temperature=0))
-    fresh = "?" + "".join(m.generate("?", length=25, temperature=0))
+    args = ["--interactive", "--length", 25, "--temperature", 0, "--continue"]
+    line = "줄리엣: 이름이"
+    result = run_cli("sample", "--checkpoint", model_path, *args, input=f"{line}\n?\n")
+    assert result.stderr.count("> ") == 3  # a prompt per line, and one that met the end
+
+    def greedy(context: str) -> str:
+        return "".join(m.generate(context, length=25, temperature=0))
+
+    def shown(text: str) -> str:  # a turn ends its line
+        return text if text.endswith("\n") else text + "\n"
+
+    first = line + greedy(line)
+    kept = "?" + greedy(first + "?")  # the model has read the whole first turn
+    fresh = "?" + greedy("?")
     assert kept != fresh  # after "?" alone the model writes English; in context, Korean
-    assert second == kept.rstrip("\n")
-    child.sendeof()  # Ctrl-D ends it too
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+    assert result.stdout == shown(first) + shown(kept)
 
 
 def test_the_readme_python_example_runs(model_path, capsys):

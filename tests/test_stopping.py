@@ -162,7 +162,7 @@ def test_a_small_corpus_is_evaluated_often_enough_to_catch_its_best(
     """Automatic evaluation follows the passes over a small corpus, not a fixed 30 s."""
     corpus = write_corpus(MIXED_TEXT * 30)
     out = tmp_path / "ck"
-    run_cli("train", corpus, *TINY_MODEL, "--time", "4s", "--out", out, "--run", "small")
+    run_cli("train", corpus, *TINY_MODEL, "--time", "2s", "--out", out, "--run", "small")
     records = [
         json.loads(line) for line in (out / "small" / "metrics.jsonl").read_text().splitlines()
     ]

@@ -19,7 +19,7 @@ from charrnn.errors import CorpusError
 from charrnn.text.config import TextConfig, TokenizerConfig
 from charrnn.text.sources import corpus_text, file_text
 from charrnn.text.tokenizers import prepare_text
-from tests.conftest import MIXED_TEXT, TINY_MODEL
+from tests.conftest import MIXED_TEXT, TINY_MODEL, examples
 
 KOREAN = "대한민국은 민주공화국이다.\n모든 국민은 인간으로서의 존엄과 가치를 가진다.\n"
 
@@ -47,9 +47,7 @@ def test_crlf_and_cr_become_lf_unless_kept(write_corpus):
     assert text_of(kept) == "one\r\ntwo\rthree\n\r\n"
 
 
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=examples(3), suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     st.text(alphabet=st.sampled_from(list("ab \r\n한e\u0301\u1100\u1161\u11a8🌹")), max_size=200),
     st.integers(1, 9),

@@ -17,7 +17,7 @@ from charrnn.text.tokenizers import (
     smallest_uint_dtype,
     tokenizer_from_dict,
 )
-from tests.conftest import MIXED_TEXT
+from tests.conftest import MIXED_TEXT, examples
 
 
 @pytest.mark.parametrize(
@@ -105,7 +105,7 @@ def sp_vocab():
     return train_sentencepiece(KOREAN_LINES * 20, config, normalize="none", keep_line_ends=True)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(6))
 @given(st.text())
 def test_char_round_trip_of_any_text(text):
     if text:
@@ -113,7 +113,7 @@ def test_char_round_trip_of_any_text(text):
         assert vocab.decode(vocab.encode(text)) == text
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(6))
 @given(st.text())
 def test_byte_round_trip_of_any_text(text):
     vocab = ByteVocab(normalize="none", keep_line_ends=True)
@@ -122,7 +122,7 @@ def test_byte_round_trip_of_any_text(text):
     assert vocab.decode(ids) == text
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(4))
 @given(st.text(min_size=1), st.data())
 def test_byte_stream_cut_anywhere_never_crashes(text, data):
     """Sampling can stop after any byte: the text so far, then at most one U+FFFD."""
@@ -137,9 +137,7 @@ def test_byte_stream_cut_anywhere_never_crashes(text, data):
     assert shown.startswith(complete) and shown[len(complete) :] in ("", REPLACEMENT)
 
 
-@settings(
-    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=examples(4), suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.text())
 def test_sentencepiece_round_trip_of_any_text(sp_vocab, text):
     """Lossless: no whitespace folding, and characters it never saw become bytes."""
@@ -177,7 +175,7 @@ def test_unk_stands_for_every_unseen_character():
     assert tokenizer_from_dict(vocab.to_dict()) == vocab
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(4))
 @given(st.text(alphabet=st.characters(codec="utf-8")))
 def test_prepared_text_is_normalised_and_has_lf_line_ends(text):
     out = prepare_text(text, "nfc", keep_line_ends=False)

@@ -24,10 +24,12 @@ def small_model(vocab_size, **kw):
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_a_small_model_learns_a_repetitive_text(write_corpus, tmp_path, cell):
     corpus = load_corpus(write_corpus(PANGRAM))
-    config = TrainConfig(batch_size=8, seq_len=32, lr=1e-2, max_steps=300, eval_every=0)
+    # 150 steps at lr 2e-2 end near 0.001-0.006 for every cell and seed tried (300 steps
+    # at 1e-2 ended alike, at twice the time)
+    config = TrainConfig(batch_size=8, seq_len=32, lr=2e-2, max_steps=150, eval_every=0)
     trainer = run_trainer(corpus, small_model(len(corpus.vocab), cell=cell), config, tmp_path / "r")
     result = trainer.run()
-    assert result.steps == 300
+    assert result.steps == 150
     assert result.final_val_loss < 0.05, result.final_val_loss  # from ln(28) = 3.3 at the start
 
 
@@ -104,12 +106,12 @@ def test_learning_rate_warms_up_then_follows_a_cosine(write_corpus, tmp_path):
 
 def test_a_time_budget_ends_the_run(write_corpus, tmp_path):
     corpus = load_corpus(write_corpus(PANGRAM))
-    config = TrainConfig(batch_size=4, seq_len=16, time_budget=1.5)
+    config = TrainConfig(batch_size=4, seq_len=16, time_budget=1.0)
     result = run_trainer(corpus, small_model(len(corpus.vocab)), config, tmp_path / "r").run()
     assert result.steps > 10
     assert result.final_val_loss is not None
     # generous: the point is that it stops, not how punctually on a busy machine
-    assert result.elapsed < 1.5 + 5
+    assert result.elapsed < 1.0 + 5
 
 
 def test_same_seed_same_weights(write_corpus, tmp_path):
