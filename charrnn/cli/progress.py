@@ -13,6 +13,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
 from charrnn.cli.console import console, format_loss, loss_unit
 from charrnn.options import format_duration
+from charrnn.train.callbacks import Callback
 
 
 class EncodeProgress:
@@ -48,9 +49,8 @@ class EncodeProgress:
         self.progress.update(self.tasks[phase], completed=done, mb=f"{done / 1e6:,.0f}")
 
 
-class TrainProgress:
-    """A training callback (the hooks of charrnn.train.loop.Callback, which is not imported:
-    it would load torch): a rich progress bar and log lines."""
+class TrainProgress(Callback):
+    """A training callback: a rich progress bar and a line per evaluation."""
 
     def __init__(self, trainer):
         self.trainer = trainer
@@ -121,8 +121,3 @@ class TrainProgress:
             f"step {e.step:>7,}  val {loss}  ({e.seconds:.1f}s){mark}",
             soft_wrap=True,
         )
-
-    # the run folder's writer handles these (charrnn.runs.writer)
-    def on_log(self, record) -> None: ...
-    def on_checkpoint(self, kind, payload) -> None: ...
-    def on_end(self, trainer) -> None: ...

@@ -30,7 +30,6 @@ from charrnn.options import format_duration
 from charrnn.text.config import TextConfig, TokenizerConfig
 from charrnn.train.config import TrainConfig
 
-BEST, LAST = "best.pt", "last.pt"  # charrnn.checkpoint's names, without importing torch
 RECORDED_MACHINE = "charrnn.recorded_machine"  # ctx.meta key: what a replayed run ran on
 
 
@@ -146,6 +145,8 @@ def report_ending(result, train_config, corpus, plan, received) -> None:
         if plan.out != Path("checkpoints"):
             resume_args += ["--out", str(plan.out)]
         resume_cmd = shlex.join(resume_args)
+        from charrnn.checkpoint import LAST  # torch is loaded by now: training ran
+
         info(f"[yellow]interrupted at step {result.steps:,}[/]; saved {plan.run_dir / LAST}")
         info(f"resume with: [bold]{escape(resume_cmd)}[/]")
         sys.exit(EXIT_SIGTERM if received == [signal.SIGTERM] else EXIT_SIGINT)
@@ -289,6 +290,8 @@ def show_summary(result, trainer, run_dir: Path) -> None:
     table.add_row("chars seen", f"{result.chars_seen:,}")
     table.add_row("time", format_duration(result.elapsed))
     table.add_row("speed", f"{result.chars_per_s:,.0f} chars/s")
+    from charrnn.checkpoint import BEST, LAST  # torch is loaded by now: training ran
+
     if (run_dir / BEST).exists():
         table.add_row("best", escape(str(run_dir / BEST)))
     table.add_row("last", escape(str(run_dir / LAST)))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass, fields
+from functools import cached_property
 from pathlib import Path
 
 from charrnn.checkpoint import LAST, load_checkpoint, newest_run, restore_tokenizer, run_checkpoint
@@ -68,7 +69,7 @@ class RunPlan:
     def out(self) -> Path:
         return self.run_dir.parent
 
-    @property
+    @cached_property
     def tokenizer(self) -> Tokenizer | None:
         """A resumed run encodes with its own tokenizer, never a new one."""
         return None if self.checkpoint is None else restore_tokenizer(self.checkpoint)

@@ -2,15 +2,15 @@
 evaluation, the result of a run, and the Callback hooks that receive them.
 
 The loop writes no files and prints nothing. A run folder's writer
-(charrnn.runs.writer) and the CLI's progress display are callbacks.
+(charrnn.runs.writer) and the CLI's progress display are callbacks. This module
+imports nothing heavy, so the CLI can subclass Callback without loading torch.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-
-from charrnn.evaluate import LN2
 
 if TYPE_CHECKING:
     from charrnn.train.loop import Trainer
@@ -38,7 +38,7 @@ class EvalStats:
 
     @property
     def val_bpc(self) -> float:
-        return self.val_loss / LN2
+        return self.val_loss / math.log(2)
 
 
 @dataclass

@@ -255,7 +255,9 @@ class Trainer:
     def _eval_due(self, since_last_eval: float, eval_seconds: float) -> bool:
         every = self.config.eval_every
         if every is None:  # auto: by the clock, scaled to what an evaluation costs
-            one_pass = self.train_seconds / self.step * self.batches.n_windows if self.step else 1e9
+            one_pass = (
+                self.train_seconds / self.step * self.batches.n_windows if self.step else math.inf
+            )
             return since_last_eval >= auto_eval_interval(one_pass, eval_seconds)
         return every > 0 and self.step % every == 0
 
