@@ -197,12 +197,17 @@ def autocast(device: torch.device, precision: str):
 # ------------------------------------------------------------------ threads
 
 
+# torch's own default, the physical cores, read before anything here changes it: a
+# run that asked for 1 thread must not make the next run's default 1 as well
+TORCH_DEFAULT_THREADS = torch.get_num_threads()
+
+
 def set_threads(threads: int | None) -> int:
     """Use `threads` CPU threads, or by default the cores this process may run on
     (torch's default, the physical cores, capped by the CPU affinity mask)."""
     if threads is None:
         available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-        threads = min(torch.get_num_threads(), available or torch.get_num_threads())
+        threads = min(TORCH_DEFAULT_THREADS, available or TORCH_DEFAULT_THREADS)
     torch.set_num_threads(max(1, threads))
     return torch.get_num_threads()
 

@@ -177,6 +177,18 @@ def test_threads_default_to_what_this_process_may_use():
         torch.set_num_threads(before)
 
 
+def test_the_default_does_not_follow_an_earlier_runs_threads():
+    """A run with --threads 1, then one with the default, in one process (the API, a
+    server): the second gets the machine's cores, not the first run's 1."""
+    before = torch.get_num_threads()
+    try:
+        default = set_threads(None)
+        assert set_threads(1) == 1
+        assert set_threads(None) == default
+    finally:
+        torch.set_num_threads(before)
+
+
 # ------------------------------------------------------------------ resume and replay
 
 
