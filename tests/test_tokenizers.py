@@ -146,6 +146,16 @@ def test_sentencepiece_round_trip_of_any_text(sp_vocab, text):
     assert not set(ids.tolist()) & set(sp_vocab.special_ids)
 
 
+@pytest.mark.parametrize("text", ["\u2581", "a \u2581b\u2581\u2581 c\n\u2581"])
+def test_sentencepiece_keeps_its_own_space_symbol(sp_vocab, text):
+    """SentencePiece reads U+2581 as a space; a real one in the text must come back."""
+    ids = sp_vocab.encode(text)
+    assert sp_vocab.decode(ids) == text
+    assert sp_vocab.decode(sp_vocab.encode(text.replace("\u2581", " "))) == text.replace(
+        "\u2581", " "
+    )
+
+
 def test_sentencepiece_keeps_newlines_and_serialises(sp_vocab):
     text = "대한민국\n\n  two  spaces\tand a tab\n"
     ids = sp_vocab.encode(text)

@@ -21,6 +21,7 @@ from charrnn.text.tokenizers import REPLACEMENT, Tokenizer, utf8
 SP_SENTENCES = 1_000_000  # lines SentencePiece trains on at most (sampled); bounds its memory
 SP_RANDOM_SEED = 1  # SentencePiece samples and shuffles lines of large corpora
 SP_PARALLEL_CHARS = 1 << 20  # texts longer than this are encoded on several threads
+META = "\u2581"  # SentencePiece's own stand-in for a space
 
 
 def sentencepiece_processor(model: bytes):
@@ -57,6 +58,8 @@ class SentencePieceVocab(Tokenizer):
 
     def encode_prepared(self, text: str) -> np.ndarray:
         threads = min(os.cpu_count() or 1, 8)
+        if META in text:
+            return self.encode_around_meta(text, threads)
         if len(text) < SP_PARALLEL_CHARS or threads == 1:
             return np.asarray(self.sp.encode(text), dtype=self.dtype)
         # "\n" is a piece of its own, so no piece spans a line end: cutting after one
@@ -64,6 +67,20 @@ class SentencePieceVocab(Tokenizer):
         parts = cut_after_newlines(text, 4 * threads)
         encoded = self.sp.encode(parts, num_threads=threads)
         return np.concatenate([np.asarray(ids, dtype=self.dtype) for ids in encoded])
+
+    def encode_around_meta(self, text: str, threads: int) -> np.ndarray:
+        # SentencePiece reads a "\u2581" in the text as a space, so it would come back
+        # as " ": encode the text between them and put each back as its UTF-8 byte pieces
+        segments = self.sp.encode(text.split(META), num_threads=threads)
+        meta = np.asarray(self.meta_byte_ids, dtype=self.dtype)
+        out = [np.asarray(segments[0], dtype=self.dtype)]
+        for ids in segments[1:]:
+            out += [meta, np.asarray(ids, dtype=self.dtype)]
+        return np.concatenate(out)
+
+    @cached_property
+    def meta_byte_ids(self) -> list[int]:
+        return [self.sp.piece_to_id(f"<0x{b:02X}>") for b in utf8(META)]
 
     @cached_property
     def token_bytes(self) -> list[bytes]:
