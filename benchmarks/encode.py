@@ -118,7 +118,7 @@ def measure(kind: str, corpus: Path, runs: int, tokenizer: str, work: Path) -> d
         else:  # train: the encoding is cached by the first run
             cache = work / f"cache-train-{corpus.stem}"
             args = [str(corpus), "--max-steps", "20", "--hidden", "128", "--eval-every", "0",
-                    "--out", str(work / "runs"), "--run", f"{corpus.stem}-{i}"]  # fmt: skip
+                    "--out", str(work / "runs"), "--name", f"{corpus.stem}-{i}"]  # fmt: skip
             results.append(
                 child(TRAIN_CHILD, "train", *args, env={"CHARRNN_CACHE_DIR": str(cache)})
             )

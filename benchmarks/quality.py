@@ -41,7 +41,7 @@ def one_run(corpus: Path, budget: str, out: Path, name: str, extra: list[str]) -
         budget,
         "--out",
         str(out),
-        "--run",
+        "--name",
         name,
         *extra,
     ]

@@ -9,6 +9,10 @@ class CharrnnError(Exception):
     """A problem with the user's input: a file, an option, a checkpoint."""
 
 
+class EveryRankError(CharrnnError):
+    """Under torchrun, an error every rank reaches the same way: rank 0 alone says it."""
+
+
 class CorpusError(CharrnnError):
     """The corpus cannot be read, decoded or batched."""
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from charrnn.data.batches import IGNORE_INDEX, eval_windows
+from charrnn.distributed import Job
 from charrnn.errors import CharrnnError
 from charrnn.inference import eval_mode
 from charrnn.model.rnn import CharRNN
@@ -22,17 +23,50 @@ from charrnn.runtime import autocast
 LN2 = math.log(2)
 
 
-@torch.inference_mode()
 def evaluate(
     model: CharRNN, ids: np.ndarray, device: torch.device, precision: str = "fp32"
 ) -> float:
     """Mean cross-entropy (nats/char) over every character of `ids` after the first,
     with the state carried along each evaluation stream."""
+    loss_sum, count = evaluate_sums(model, ids, device, precision)
+    if count == 0:
+        raise CharrnnError("the validation split has no characters to evaluate")
+    return loss_sum / count
+
+
+def evaluate_shared(
+    model: CharRNN, ids: np.ndarray, device: torch.device, precision: str, job: Job
+) -> float:
+    """`evaluate` with the streams shared out among a torchrun job's ranks and the sums
+    added up, so every rank gets the number one process would."""
+    loss_sum, count = evaluate_sums(model, ids, device, precision, job.rank, job.world)
+    loss_sum, count = job.sum(loss_sum, count)
+    if count == 0:
+        raise CharrnnError("the validation split has no characters to evaluate")
+    return loss_sum / count
+
+
+@torch.inference_mode()
+def evaluate_sums(
+    model: CharRNN,
+    ids: np.ndarray,
+    device: torch.device,
+    precision: str = "fp32",
+    part: int = 0,
+    parts: int = 1,
+) -> tuple[float, int]:
+    """The summed cross-entropy (nats) and the number of targets scored, over part
+    `part` of `parts` of the evaluation streams (contiguous ranges; the whole by
+    default). The parts' sums add up to the whole's, so ranks can share the work."""
     sums = []  # float32 per window on the device (MPS has no float64); added up on the host
     count = 0
     state = None
     with eval_mode(model):
         for x, y in eval_windows(ids):
+            rows = np.array_split(np.arange(len(x)), parts)[part]  # this part's streams
+            if len(rows) == 0:
+                break
+            x, y = x[rows[0] : rows[-1] + 1], y[rows[0] : rows[-1] + 1]
             count += int((y != IGNORE_INDEX).sum())  # counted on the host, from numpy
             x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
             with autocast(device, precision):
@@ -44,9 +78,7 @@ def evaluate(
                 reduction="sum",
             )
             sums.append(loss)
-    if count == 0:
-        raise CharrnnError("the validation split has no characters to evaluate")
-    return math.fsum(torch.stack(sums).tolist()) / count
+    return (math.fsum(torch.stack(sums).tolist()) if sums else 0.0), count
 
 
 @dataclass

@@ -29,7 +29,7 @@ def trained_once(tmp_path_factory):
     root = tmp_path_factory.mktemp("trained")
     corpus = root / "corpus.txt"
     corpus.write_text(MIXED_TEXT * 30, encoding="utf-8")
-    args = ["train", corpus, *TRAIN_FAST, "--out", root / "ck", "--run", "tiny"]
+    args = ["train", corpus, *TRAIN_FAST, "--out", root / "ck", "--name", "tiny"]
     with no_loss_plot():
         result = invoke(*args, env={"CHARRNN_CACHE_DIR": str(root / "cache")})
     assert result.exit_code == 0, result.output
@@ -91,17 +91,19 @@ def test_a_run_is_not_overwritten_and_resume_continues(trained, run_cli):
     corpus, out, _ = trained
     files = [out / "tiny" / name for name in ("best.pt", "last.pt", "metrics.jsonl")]
     before = [f.read_bytes() for f in files]  # read before the refused run, not after
-    again = run_cli("train", corpus, *TRAIN_FAST, "--out", out, "--run", "tiny", expect=1)
+    again = run_cli("train", corpus, *TRAIN_FAST, "--out", out, "--name", "tiny", expect=1)
     assert "already has checkpoints" in again.stderr and "--resume" in again.stderr
     assert [f.read_bytes() for f in files] == before
     assert load_checkpoint(out / "tiny" / "best.pt")["step"] in (10, 20, 30)
 
-    resumed = run_cli("train", corpus, "--out", out, "--run", "tiny", "--resume", "--max-steps", 40)
+    resumed = run_cli(
+        "train", corpus, "--out", out, "--name", "tiny", "--resume", "--max-steps", 40
+    )
     assert "resume" in resumed.stderr
     assert load_checkpoint(out / "tiny" / "last.pt")["step"] == 40
 
     clash = run_cli(
-        "train", corpus, "--out", out, "--run", "tiny", "--resume", "--hidden", 64, expect=1
+        "train", corpus, "--out", out, "--name", "tiny", "--resume", "--hidden", 64, expect=1
     )
     assert "different model" in clash.stderr and "--hidden 64" in clash.stderr
 
@@ -129,7 +131,7 @@ def test_resume_refuses_another_validation_split(trained, run_cli):
 def test_resume_refuses_another_corpus(trained, run_cli, write_corpus):
     _, out, _ = trained
     other = write_corpus(MIXED_TEXT * 31, "other.txt")
-    result = run_cli("train", other, "--out", out, "--run", "tiny", "--resume", expect=1)
+    result = run_cli("train", other, "--out", out, "--name", "tiny", "--resume", expect=1)
     assert "different corpus" in result.stderr
 
 
@@ -225,8 +227,8 @@ def test_out_of_range_options_are_usage_errors(run_cli, args, option):
 
 
 def test_run_names_are_checked(write_corpus, run_cli):
-    result = run_cli("train", write_corpus(MIXED_TEXT), "--run", "../escape", expect=1)
-    assert "--run" in one_line_error(result)
+    result = run_cli("train", write_corpus(MIXED_TEXT), "--name", "../escape", expect=1)
+    assert "--name" in one_line_error(result)
 
 
 @pytest.mark.parametrize("text,seconds", [("90s", 90), ("3m", 180), ("1h30m", 5400), ("45", 45)])
@@ -252,7 +254,7 @@ def test_python_dash_m_works():
 
 def start_training(corpus: Path, out: Path, run: str) -> subprocess.Popen:
     """A real `charrnn train` process, returned once its training loop has started."""
-    args = [corpus, *TINY_MODEL, "--time", 60, "--eval-every", 0, "--out", out, "--run", run]
+    args = [corpus, *TINY_MODEL, "--time", 60, "--eval-every", 0, "--out", out, "--name", run]
     proc = subprocess.Popen(
         charrnn_cmd("train", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -278,7 +280,7 @@ def test_a_signal_saves_last_and_says_how_to_resume(tmp_path, write_corpus, run_
             assert signal.getsignal(signum) not in (signal.SIG_DFL, signal.default_int_handler)
             os.kill(os.getpid(), signum)
 
-    args = [corpus, *TINY_MODEL, "--time", 60, "--eval-every", 0, "--out", out, "--run", "sig"]
+    args = [corpus, *TINY_MODEL, "--time", 60, "--eval-every", 0, "--out", out, "--name", "sig"]
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(Trainer, "_train_step", step_then_signal)
         result = run_cli("train", *args, expect=code)
@@ -299,9 +301,9 @@ def test_a_signal_saves_last_and_says_how_to_resume(tmp_path, write_corpus, run_
 
 def test_resuming_a_finished_run_asks_for_a_longer_length(trained, run_cli):
     corpus, out, _ = trained
-    result = run_cli("train", corpus, "--out", out, "--run", "tiny", "--resume", expect=1)
+    result = run_cli("train", corpus, "--out", out, "--name", "tiny", "--resume", expect=1)
     assert "already reached its length" in one_line_error(result)
-    result = run_cli("train", corpus, "--out", out, "--run", "nope", "--resume", expect=1)
+    result = run_cli("train", corpus, "--out", out, "--name", "nope", "--resume", expect=1)
     assert "nothing to resume" in one_line_error(result)
 
 

@@ -48,10 +48,10 @@ def test_sigint_then_resume_is_bit_identical_to_an_unbroken_run(tmp_path, write_
     # 500 steps: after the first save (step 25) the process has ~475 steps (over a
     # second) left, so the signal lands in the middle of the run even on a busy machine
     common = [corpus, *MODEL, "--max-steps", 500, "--eval-every", 25, "--out", out]
-    run_cli("train", *common, "--run", "straight")
+    run_cli("train", *common, "--name", "straight")
 
     proc = subprocess.Popen(
-        charrnn_cmd("train", *common, "--run", "split"), stderr=subprocess.PIPE, text=True
+        charrnn_cmd("train", *common, "--name", "split"), stderr=subprocess.PIPE, text=True
     )
     wait_for(out / "split" / "last.pt", proc)  # the first evaluation has saved
     proc.send_signal(signal.SIGINT)
@@ -110,7 +110,7 @@ def test_sigkill_at_random_moments_never_leaves_an_unreadable_checkpoint(
     args = ["train", corpus, *MODEL, "--max-steps", 100_000, "--eval-every", 1, "--out", out]
     steps = []
     for attempt, moment in enumerate(["mid-save", "random", "mid-save"]):
-        resume = ["--resume", "kill"] if attempt else ["--run", "kill"]
+        resume = ["--resume", "kill"] if attempt else ["--name", "kill"]
         proc = subprocess.Popen(
             charrnn_cmd(*args, *resume), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

@@ -183,7 +183,7 @@ def tiny_checkpoint(tmp_path_factory):
         "20",
         "--out",
         str(work),
-        "--run",
+        "--name",
         "t",
     ]
     with no_loss_plot():

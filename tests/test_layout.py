@@ -21,7 +21,7 @@ LAYERS = [
     ["text"],
     ["data"],
     ["model"],
-    ["inference", "runtime"],
+    ["inference", "runtime", "distributed"],
     ["evaluate"],
     ["checkpoint"],
     ["train"],

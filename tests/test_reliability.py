@@ -157,7 +157,7 @@ def work(tmp_path_factory) -> Path:
     (work / "corpus.txt").write_text(MIXED_TEXT * 30, encoding="utf-8")
     with pytest.MonkeyPatch.context() as mp, no_loss_plot():
         mp.chdir(work)
-        args = ["train", "corpus.txt", *TINY_MODEL, "--max-steps", "30", "--run", "tiny"]
+        args = ["train", "corpus.txt", *TINY_MODEL, "--max-steps", "30", "--name", "tiny"]
         result = invoke(*args, env={"CHARRNN_CACHE_DIR": str(work / "cache")})
     assert result.exit_code == 0, result.output
     return work
@@ -237,7 +237,7 @@ def test_a_bad_corpus_gets_one_line_naming_the_file_and_the_reason(tmp_path, cha
     setup, name, message = CORPUS_CASES[case]
     if setup:
         setup(tmp_path)
-    result = charrnn(tmp_path, "train", name, "--run", "bad")
+    result = charrnn(tmp_path, "train", name, "--name", "bad")
     assert the_error(result) == message
     assert not (tmp_path / "checkpoints").exists()  # nothing was started
 
@@ -252,7 +252,7 @@ def test_an_unreadable_corpus_is_named(tmp_path, charrnn):
 
 def test_utf16_trains_once_its_encoding_is_named(tmp_path, charrnn):
     (tmp_path / "wide.txt").write_bytes((MIXED_TEXT * 30).encode("utf-16"))
-    args = ["--max-steps", "2", "--encoding", "utf-16", "--run", "wide"]
+    args = ["--max-steps", "2", "--encoding", "utf-16", "--name", "wide"]
     result = charrnn(tmp_path, "train", "wide.txt", *TINY_MODEL, *args)
     assert result.exit_code == 0, result.stderr
     chars = load_checkpoint(tmp_path / "checkpoints" / "wide" / "last.pt")["vocab"]["chars"]
@@ -567,7 +567,9 @@ def test_a_second_trainer_into_the_same_run_is_refused(work, charrnn):
     run_dir = work / "checkpoints" / "busy"
     shutil.rmtree(run_dir, ignore_errors=True)
     first = subprocess.Popen(
-        charrnn_cmd("train", "corpus.txt", *TINY_MODEL, "--max-steps", "10000000", "--run", "busy"),
+        charrnn_cmd(
+            "train", "corpus.txt", *TINY_MODEL, "--max-steps", "10000000", "--name", "busy"
+        ),
         cwd=work,
         env=env_for(work),
         stdout=subprocess.DEVNULL,
@@ -587,9 +589,9 @@ def test_a_second_trainer_into_the_same_run_is_refused(work, charrnn):
             time.sleep(0.01)
         message = (
             f"error: run checkpoints/busy is being trained by another process (pid {first.pid}); "
-            f"wait for it to finish, or pick another --run name"
+            f"wait for it to finish, or pick another --name"
         )
-        for args in (["--run", "busy", *TINY_MODEL], ["--resume", "busy"]):
+        for args in (["--name", "busy", *TINY_MODEL], ["--resume", "busy"]):
             assert the_error(charrnn(work, "train", "corpus.txt", *args)) == message
         assert first.poll() is None  # the first trainer was not disturbed
     finally:

@@ -26,7 +26,7 @@ def two_runs_once(tmp_path_factory):
     corpus.write_text(MIXED_TEXT * 30, encoding="utf-8")
     env = {"CHARRNN_CACHE_DIR": str(root / "cache")}
     for run, extra in (("small", []), ("wider", ["--hidden", 48])):
-        args = ["train", corpus, *TRAIN_FAST, *extra, "--out", root / "ck", "--run", run]
+        args = ["train", corpus, *TRAIN_FAST, *extra, "--out", root / "ck", "--name", run]
         result = invoke(*args, env=env)
         assert result.exit_code == 0, result.output
     return root
@@ -112,7 +112,7 @@ def test_config_toml_sets_options_and_the_command_line_wins(tmp_path, write_corp
 
 def test_a_run_config_json_replays_the_run(two_runs, run_cli):
     _, out = two_runs
-    run_cli("train", "--config", out / "wider" / "config.json", "--out", out, "--run", "replay")
+    run_cli("train", "--config", out / "wider" / "config.json", "--out", out, "--name", "replay")
     original = json.loads((out / "wider" / "config.json").read_text())
     replay = json.loads((out / "replay" / "config.json").read_text())
     assert (replay["model"], replay["train"]) == (original["model"], original["train"])
@@ -207,5 +207,5 @@ def test_plot_errors(two_runs, run_cli, monkeypatch):
     result = run_cli("plot", "small", "--out", out, expect=1)
     assert "pip install 'charrnn[plot]'" in result.stderr
     corpus = two_runs[0]
-    run_cli("train", corpus, *TRAIN_FAST, "--out", out, "--run", "no-mpl")  # still trains
+    run_cli("train", corpus, *TRAIN_FAST, "--out", out, "--name", "no-mpl")  # still trains
     assert (out / "no-mpl" / "last.pt").is_file() and not (out / "no-mpl" / "loss.png").exists()

@@ -89,7 +89,7 @@ def test_bf16_on_this_cpu_trains_in_fp32_weights_or_is_refused_before_any_folder
     """The real probe's branch on the machine at hand."""
     corpus = write_corpus(MIXED_TEXT * 30)
     out = tmp_path / "ck"
-    args = ["train", corpus, *TINY_MODEL, "--threads", "1", "--out", out, "--run", "b"]
+    args = ["train", corpus, *TINY_MODEL, "--threads", "1", "--out", out, "--name", "b"]
     threads = torch.get_num_threads()
     try:
         problem = runtime.cpu_bf16_problem()
@@ -209,7 +209,7 @@ def run_from_a_gpu_box(tmp_path, run_cli, write_corpus, monkeypatch):
     monkeypatch.setattr(runtime, "cpu_has_amx", lambda: False)
     corpus = write_corpus(MIXED_TEXT * 30)
     out = tmp_path / "ck"
-    run_cli("train", corpus, *TINY_MODEL, "--max-steps", 10, "--out", out, "--run", "gpu")
+    run_cli("train", corpus, *TINY_MODEL, "--max-steps", 10, "--out", out, "--name", "gpu")
     ckpt = load_checkpoint(out / "gpu" / "last.pt")
     del ckpt["path"], ckpt["format"], ckpt["format_version"]
     ckpt["train_config"].update(device="cuda", precision="bf16", threads=64)
@@ -249,7 +249,7 @@ def test_a_replayed_config_json_takes_this_machines_settings(
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     threads = torch.get_num_threads()
     try:
-        replay = ["--config", tmp_path / "gpu-config.json", "--run", "again"]
+        replay = ["--config", tmp_path / "gpu-config.json", "--name", "again"]
         result = run_cli("train", corpus, *replay, "--out", out)
     finally:
         torch.set_num_threads(threads)

@@ -47,7 +47,7 @@ def model_path(tmp_path_factory):
     args = ["train", str(corpus), *TINY_MODEL, "--max-steps", "300", "--eval-every", "100"]
     with no_loss_plot():
         result = invoke(
-            *args, "--lr", "1e-2", "--out", root, "--run", "m",
+            *args, "--lr", "1e-2", "--out", root, "--name", "m",
             env={"CHARRNN_CACHE_DIR": str(root / "cache")},
         )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -273,7 +273,7 @@ def test_eval_equals_the_trainers_validation_loss(tmp_path, write_corpus, run_cl
     text = MIXED_TEXT * 30
     corpus = write_corpus(text)
     out = tmp_path / "ck"
-    run_cli("train", corpus, *TINY_MODEL, "--max-steps", 20, "--out", out, "--run", "e")
+    run_cli("train", corpus, *TINY_MODEL, "--max-steps", 20, "--out", out, "--name", "e")
     ckpt = load_checkpoint(out / "e" / "last.pt")
     held_out = tmp_path / "val.txt"
     held_out.write_text(text[int(len(text) * 0.9) :], encoding="utf-8")

@@ -51,7 +51,7 @@ def test_a_word_only_in_the_validation_text_is_not_learned(tmp_path, run_cli, wr
     corpus = write_corpus(with_tail(varied_words(117_000), " ".join([TAIL_WORD] * 10) + "\n"))
     out = tmp_path / "ck"
     sp = ["--tokenizer", "sentencepiece", "--sp-type", "bpe", "--vocab-size", "300"]
-    run_cli("train", corpus, *sp, *TINY_MODEL, "--max-steps", "2", "--out", out, "--run", "sp")
+    run_cli("train", corpus, *sp, *TINY_MODEL, "--max-steps", "2", "--out", out, "--name", "sp")
     words = write_corpus((" " + TAIL_WORD) * 300, "words.txt")
     result = run_cli("eval", words, "--checkpoint", out / "sp" / "last.pt", "--json")
     report = json.loads(result.stdout)
@@ -155,7 +155,7 @@ def test_resuming_a_run_whose_split_an_older_charrnn_placed_says_so(
     corpus = write_corpus(varied_words(20_000))
     out = tmp_path / "ck"
     sp = ["--tokenizer", "sentencepiece", "--sp-type", "bpe", "--vocab-size", "300"]
-    run_cli("train", corpus, *sp, *TINY_MODEL, "--max-steps", 2, "--out", out, "--run", "sp")
+    run_cli("train", corpus, *sp, *TINY_MODEL, "--max-steps", 2, "--out", out, "--name", "sp")
     again = run_cli("train", corpus, "--resume", "sp", "--out", out, "--max-steps", 3)
     assert "note:" not in again.stderr  # this version's own checkpoint: the same split
     ckpt = load_checkpoint(out / "sp" / "last.pt")

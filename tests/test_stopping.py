@@ -79,7 +79,7 @@ def test_skipped_steps_are_counted_through_the_cli(write_corpus, tmp_path, run_c
     poison.steps.update({5, 6})
     corpus = write_corpus(MIXED_TEXT * 30)
     out = tmp_path / "ck"
-    result = run_cli("train", corpus, *TINY_MODEL, "--max-steps", 20, "--out", out, "--run", "n")
+    result = run_cli("train", corpus, *TINY_MODEL, "--max-steps", 20, "--out", out, "--name", "n")
     assert "skipped" in result.stderr
     last = load_checkpoint(out / "n" / "last.pt")
     assert last["skipped_steps"] == 2 and last["status"] == "finished"
@@ -95,7 +95,7 @@ def test_too_many_non_finite_steps_in_a_row_stop_with_best_intact(
     corpus = write_corpus(MIXED_TEXT * 30)
     out = tmp_path / "ck"
     args = ["--max-steps", 100, "--eval-every", 5, "--max-skips", 3]
-    result = run_cli("train", corpus, *TINY_MODEL, *args, "--out", out, "--run", "n", expect=1)
+    result = run_cli("train", corpus, *TINY_MODEL, *args, "--out", out, "--name", "n", expect=1)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "3 steps in a row had a non-finite loss" in errors[0]
     assert "Traceback" not in result.output
@@ -129,11 +129,11 @@ def test_evals_without_improvement():
 
 def test_patience_stops_a_run_that_stopped_improving(write_corpus, tmp_path, run_cli, monkeypatch):
     scripted = iter([3.0, 2.0, 2.5, 2.4, 2.1, 1.9, 2.2, 2.3, 2.4, 2.5, 1.0, 1.0, 1.0])
-    monkeypatch.setattr(charrnn.train.loop, "evaluate", lambda *args: next(scripted))
+    monkeypatch.setattr(charrnn.train.loop, "evaluate_shared", lambda *args: next(scripted))
     corpus = write_corpus(MIXED_TEXT * 30)
     out = tmp_path / "ck"
     args = [*TINY_MODEL, "--max-steps", 100, "--eval-every", 5, "--out", out]
-    result = run_cli("train", corpus, *args, "--run", "p", "--patience", 3)
+    result = run_cli("train", corpus, *args, "--name", "p", "--patience", 3)
     assert "stopped early" in result.stderr
     last = load_checkpoint(out / "p" / "last.pt")
     best = load_checkpoint(out / "p" / "best.pt")
@@ -162,7 +162,7 @@ def test_a_small_corpus_is_evaluated_often_enough_to_catch_its_best(
     """Automatic evaluation follows the passes over a small corpus, not a fixed 30 s."""
     corpus = write_corpus(MIXED_TEXT * 30)
     out = tmp_path / "ck"
-    run_cli("train", corpus, *TINY_MODEL, "--time", "2s", "--out", out, "--run", "small")
+    run_cli("train", corpus, *TINY_MODEL, "--time", "2s", "--out", out, "--name", "small")
     records = [
         json.loads(line) for line in (out / "small" / "metrics.jsonl").read_text().splitlines()
     ]

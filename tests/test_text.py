@@ -202,7 +202,7 @@ def test_min_count_report_and_unk_sampling_through_the_cli(tmp_path, run_cli, wr
     text = MIXED_TEXT * 30 + "§¶"
     corpus = write_corpus(text)
     out = tmp_path / "ck"
-    args = ["--min-count", "2", "--max-steps", "5", "--out", out, "--run", "u"]
+    args = ["--min-count", "2", "--max-steps", "5", "--out", out, "--name", "u"]
     result = run_cli("train", corpus, *TINY_MODEL, *args)
     assert (
         "unknown 2 characters seen fewer than 2 times map to <unk>: 2 occurrences" in result.stderr
@@ -223,7 +223,7 @@ def test_korean_with_sentencepiece_chars_trains_and_samples_hangul(tmp_path, run
     out = tmp_path / "ck"
     sp = ["--tokenizer", "sentencepiece", "--sp-type", "char", "--coverage", "0.9995"]
     run_cli("train", corpus, *sp, *TINY_MODEL, "--max-steps", "150", "--lr", "1e-2",
-            "--out", out, "--run", "ko")  # fmt: skip
+            "--out", out, "--name", "ko")  # fmt: skip
     seed = unicodedata.normalize("NFD", "대한민국")  # typed on a Mac: normalised like the corpus
     result = run_cli(
         "sample", "--checkpoint", out / "ko", "--seed", seed, "--length", 200,
@@ -241,7 +241,7 @@ def test_byte_tokenizer_trains_resumes_and_samples(tmp_path, run_cli, write_corp
     corpus = write_corpus(MIXED_TEXT * 30)
     out = tmp_path / "ck"
     run_cli("train", corpus, "--tokenizer", "byte", *TINY_MODEL, "--max-steps", "10",
-            "--out", out, "--run", "b")  # fmt: skip
+            "--out", out, "--name", "b")  # fmt: skip
     clash = run_cli("train", corpus, "--resume", "b", "--out", out, "--tokenizer", "char",
                     "--max-steps", "20", expect=1)  # fmt: skip
     assert "--tokenizer char (checkpoint has byte)" in one_line_error(clash)
@@ -263,11 +263,11 @@ def test_a_corpus_folder_through_the_cli(tmp_path, run_cli):
     for i in range(3):
         (folder / f"{i}.txt").write_text(MIXED_TEXT * 10, encoding="utf-8")
     out = tmp_path / "ck"
-    result = run_cli("train", folder, *TINY_MODEL, "--max-steps", "5", "--out", out, "--run", "d")
+    result = run_cli("train", folder, *TINY_MODEL, "--max-steps", "5", "--out", out, "--name", "d")
     assert "(3 files)" in result.stderr
     config = json.loads((out / "d" / "config.json").read_text())
     assert config["corpus"] == [str(folder)] and config["data"]["tokenizer"] == "char"
-    replay = run_cli("train", "--config", out / "d" / "config.json", "--out", out, "--run", "d2")
+    replay = run_cli("train", "--config", out / "d" / "config.json", "--out", out, "--name", "d2")
     assert "(3 files)" in replay.stderr and "cached encoding" in replay.stderr
     assert json.loads((out / "d2" / "config.json").read_text())["corpus"] == [str(folder)]
 

@@ -13,6 +13,7 @@ from charrnn.model.config import ModelConfig
 from charrnn.runs.writer import run_trainer
 from charrnn.train.callbacks import Callback
 from charrnn.train.config import TrainConfig
+from charrnn.train.loop import eval_due
 
 PANGRAM = "the quick brown fox jumps over the lazy dog. " * 200
 
@@ -138,20 +139,20 @@ def test_evaluation_schedule(write_corpus, tmp_path):
         return run_trainer(corpus, small_model(len(corpus.vocab)), config, tmp_path / "r")
 
     auto = trainer(None)  # by the clock: 30 s at least, and 20x what an evaluation costs
-    assert not auto._eval_due(since_last_eval=29.0, eval_seconds=0.5)
-    assert auto._eval_due(since_last_eval=30.0, eval_seconds=0.5)
-    assert not auto._eval_due(since_last_eval=39.0, eval_seconds=2.0)
-    assert auto._eval_due(since_last_eval=40.0, eval_seconds=2.0)
+    assert not eval_due(auto, since_last_eval=29.0, eval_seconds=0.5)
+    assert eval_due(auto, since_last_eval=30.0, eval_seconds=0.5)
+    assert not eval_due(auto, since_last_eval=39.0, eval_seconds=2.0)
+    assert eval_due(auto, since_last_eval=40.0, eval_seconds=2.0)
 
     steps = trainer(5)
     steps.step = 10
-    assert steps._eval_due(0.0, 0.0)
+    assert eval_due(steps, 0.0, 0.0)
     steps.step = 11
-    assert not steps._eval_due(1000.0, 0.0)
+    assert not eval_due(steps, 1000.0, 0.0)
 
     end_only = trainer(0)
     end_only.step = 10
-    assert not end_only._eval_due(1000.0, 0.0)
+    assert not eval_due(end_only, 1000.0, 0.0)
     assert end_only.run().evals == [{"step": 100, "val_loss": end_only.last_val_loss}]
 
 
@@ -197,9 +198,9 @@ def test_a_longer_length_on_resume_rewarms_instead_of_jumping(run_cli, write_cor
     out = tmp_path / "ck"
     opts = ["--hidden", "16", "--embed", "8", "--batch-size", "4", "--seq-len", "16"]
     opts += ["--lr", "1e-2", "--warmup-steps", "6", "--log-every", "1", "--eval-every", "0"]
-    run_cli("train", corpus, *opts, "--max-steps", 60, "--out", out, "--run", "r")
+    run_cli("train", corpus, *opts, "--max-steps", 60, "--out", out, "--name", "r")
     run_cli("train", corpus, "--resume", "r", "--out", out, "--max-steps", 120)
-    run_cli("train", corpus, *opts, "--max-steps", 120, "--out", out, "--run", "straight")
+    run_cli("train", corpus, *opts, "--max-steps", 120, "--out", out, "--name", "straight")
     lrs, straight = logged_lrs(out / "r"), logged_lrs(out / "straight")
     assert sorted(lrs) == list(range(1, 121))
     assert lrs[60] == pytest.approx(0.02 * 1e-2, rel=0.05)  # the first run ended at its floor

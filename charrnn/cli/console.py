@@ -15,9 +15,10 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from charrnn.errors import CharrnnError
+from charrnn.errors import CharrnnError, EveryRankError
 
 console = Console(stderr=True, highlight=False)
+RANK = 0  # under torchrun, this process's rank: only rank 0 speaks, the others say errors
 
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 
@@ -38,7 +39,19 @@ class UserError(click.ClickException):
 
 
 def show_error(message: str) -> None:
-    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    where = f"rank {RANK}: " if RANK else ""
+    quiet, console.quiet = console.quiet, False  # errors are said on every rank
+    try:
+        console.print(f"[bold red]error:[/] {where}{escape(message)}", soft_wrap=True)
+    finally:
+        console.quiet = quiet
+
+
+def speak_as_rank(rank: int) -> None:
+    """Under torchrun, ranks other than 0 print nothing but their errors."""
+    global RANK
+    RANK = rank
+    console.quiet = rank != 0
 
 
 @contextmanager
@@ -46,6 +59,10 @@ def user_errors():
     """Library errors become one-line messages; nothing a user caused shows a traceback."""
     try:
         yield
+    except EveryRankError as e:
+        if RANK:  # rank 0 says it for every rank
+            sys.exit(1)
+        raise UserError(str(e)) from None
     except CharrnnError as e:
         raise UserError(str(e)) from None
     except BrokenPipeError:  # stdout's reader went away (`| head`) mid-table or mid-JSON

@@ -2,7 +2,7 @@
 
 A config field declared with `charrnn.options.option` becomes a click option here
 (`config_options`): its name, default, range, metavar and help come from the field,
-so nothing is written twice. Options only the CLI has (--run, --seed, --json) are
+so nothing is written twice. Options only the CLI has (--name, --seed, --json) are
 declared below with click itself, each once.
 """
 

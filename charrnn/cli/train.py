@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import signal
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import click
@@ -19,6 +19,7 @@ from charrnn.cli.console import (
     format_loss,
     info,
     loss_unit,
+    speak_as_rank,
     user_errors,
     warn,
 )
@@ -37,7 +38,7 @@ RECORDED_MACHINE = "charrnn.recorded_machine"  # ctx.meta key: what a replayed r
 @click.argument("corpus", nargs=-1, required=True, type=click.Path(path_type=Path))
 @config_options(TokenizerConfig, TextConfig, ModelConfig, TrainConfig)
 @click.option(
-    "--run",
+    "--name",
     "run_name",
     default=None,
     metavar="NAME",
@@ -53,7 +54,7 @@ RECORDED_MACHINE = "charrnn.recorded_machine"  # ctx.meta key: what a replayed r
     flag_value="",
     default=None,
     metavar="[RUN]",
-    help="Continue RUN (a name under --out or a path; default: --run, else the newest run) "
+    help="Continue RUN (a name under --out or a path; default: --name, else the newest run) "
     "from its last.pt.",
     cls=SectionOption,
     section="run control",
@@ -88,46 +89,94 @@ def train(ctx, corpus, run_name, out, resume, **options):
     Examples:
       charrnn train corpora/shakespeare.txt --time 3m
       charrnn train input.txt --cell gru --layers 2 --hidden 256 --max-steps 2000
-      charrnn train input.txt --run mine --dropout 0.2 --time 1h --patience 5
+      charrnn train input.txt --name mine --dropout 0.2 --time 1h --patience 5
       charrnn train input.txt --resume mine --time 2h
-      charrnn train --config checkpoints/mine/config.json --run again
+      charrnn train --config checkpoints/mine/config.json --name again
       charrnn train texts/ --tokenizer sentencepiece --sp-type char --coverage 0.9995
       charrnn train big.txt.xz --tokenizer byte --time 1h
     """
     with user_errors():
-        from charrnn.data.cache import load_corpus
-        from charrnn.runs.resume import plan_configs, plan_run, refuse_finished_run
-        from charrnn.runs.writer import run_trainer
+        from charrnn.distributed import joined
 
         given = {k for k in options if ctx.get_parameter_source(k).name != "DEFAULT"}
-        plan = plan_run(corpus[0], options, given, run_name, out, resume)
-        with EncodeProgress() as progress:
-            corpus_data = load_corpus(
-                list(corpus),
-                plan.text_config,
-                plan.tokenizer_config,
-                existing=plan.tokenizer,
-                expected_sha256=plan.corpus_sha256,
-                val_frac=plan.val_frac,
-                progress=progress.update,
-            )
-        model_config, train_config = plan_configs(plan, corpus_data, options, given)
-        # the Trainer checks the corpus size and, on resume, the corpus hash, before printing
-        trainer = run_trainer(
-            corpus_data, model_config, train_config, plan.run_dir, resume=plan.checkpoint
-        )
-        refuse_finished_run(trainer)
-        describe_start(corpus_data, model_config, train_config, plan.run_dir, plan.checkpoint)
-        describe_machine(trainer, ctx.meta.get(RECORDED_MACHINE))
-        with stop_on_signals(trainer) as received, TrainProgress(trainer) as progress:
+        # under torchrun: join its job (nccl on CUDA, gloo on the CPU); else a solo job
+        with joined(options["device"], options["dist_timeout"]) as job, lost_ranks(job):
+            speak_as_rank(job.rank)
+            train_job(ctx, job, corpus, run_name, out, resume, options, given)
+
+
+def train_job(ctx, job, corpus, run_name, out, resume, options, given) -> None:
+    """One process's part of `charrnn train`: all of it, or one rank's under torchrun."""
+    from charrnn.runs.resume import (
+        plan_configs,
+        plan_job_run,
+        planned_batch_size,
+        refuse_finished_run,
+    )
+    from charrnn.runs.writer import run_trainer
+
+    plan = plan_job_run(job, corpus[0], options, given, run_name, out, resume)
+    job.check_batch(planned_batch_size(plan, options, given))  # before any slow work
+    corpus_data = job.in_turn(lambda: read_corpus(corpus, plan, show=job.is_main))
+    model_config, train_config = plan_configs(plan, corpus_data, options, given)
+    # the Trainer checks the corpus size and, on resume, the corpus hash, before printing
+    trainer = run_trainer(
+        corpus_data, model_config, train_config, plan.run_dir, resume=plan.checkpoint, job=job
+    )
+    refuse_finished_run(trainer)
+    describe_start(corpus_data, model_config, train_config, plan.run_dir, plan.checkpoint)
+    describe_job(job)
+    describe_machine(trainer, ctx.meta.get(RECORDED_MACHINE))
+    progress = TrainProgress(trainer) if job.is_main else nullcontext()
+    with stop_on_signals(trainer, abort_on_second=not job.active) as received, progress:
+        if job.is_main:
             trainer.callbacks.append(progress)
-            result = trainer.run()
-        show_summary(result, trainer, plan.run_dir)
+        result = trainer.run()
+    show_summary(result, trainer, plan.run_dir)
+    if job.is_main:
         plot_run(plan.run_dir)
-        report_ending(result, train_config, corpus, plan, received)
+    report_ending(result, train_config, corpus, plan, received, job)
 
 
-def report_ending(result, train_config, corpus, plan, received) -> None:
+def read_corpus(corpus, plan, show: bool):
+    """The encoded corpus, from the cache or encoded now (with a progress bar if `show`)."""
+    from charrnn.data.cache import load_corpus
+
+    with EncodeProgress() if show else nullcontext() as progress:
+        return load_corpus(
+            list(corpus),
+            plan.text_config,
+            plan.tokenizer_config,
+            existing=plan.tokenizer,
+            expected_sha256=plan.corpus_sha256,
+            val_frac=plan.val_frac,
+            progress=progress.update if show else None,
+        )
+
+
+@contextmanager
+def lost_ranks(job):
+    """Under torchrun, a collective that fails (another rank died or hung past
+    --dist-timeout) ends this rank with one line, not a traceback."""
+    try:
+        yield
+    except RuntimeError as e:
+        if not job.active or isinstance(e, CharrnnError):
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CharrnnError(f"lost contact with the other processes of the job ({first})") from None
+
+
+def describe_job(job) -> None:
+    if job.active:
+        p = job.place
+        info(
+            f"ranks   {p.world} processes ({p.nodes} machine{'s' if p.nodes > 1 else ''} x "
+            f"{p.local_world}), each with 1/{p.world} of the streams"
+        )
+
+
+def report_ending(result, train_config, corpus, plan, received, job) -> None:
     """Why training stopped, when it was not the planned length; an exit status to match."""
     if result.status == "nonfinite":
         raise CharrnnError(
@@ -141,7 +190,7 @@ def report_ending(result, train_config, corpus, plan, received) -> None:
             f"{train_config.patience} evaluations"
         )
     if result.interrupted:
-        resume_args = ["charrnn", "train", *map(str, corpus), "--resume", plan.run_dir.name]
+        resume_args = [*launcher(job), "train", *map(str, corpus), "--resume", plan.run_dir.name]
         if plan.out != Path("checkpoints"):
             resume_args += ["--out", str(plan.out)]
         resume_cmd = shlex.join(resume_args)
@@ -150,6 +199,15 @@ def report_ending(result, train_config, corpus, plan, received) -> None:
         info(f"[yellow]interrupted at step {result.steps:,}[/]; saved {plan.run_dir / LAST}")
         info(f"resume with: [bold]{escape(resume_cmd)}[/]")
         sys.exit(EXIT_SIGTERM if received == [signal.SIGTERM] else EXIT_SIGINT)
+
+
+def launcher(job) -> list[str]:
+    """How this process was started, for the resume command (any number of ranks resumes)."""
+    if not job.active:
+        return ["charrnn"]
+    p = job.place
+    nodes = ["--nnodes", str(p.nodes)] if p.nodes > 1 else []
+    return ["torchrun", *nodes, "--nproc-per-node", str(p.local_world), "-m", "charrnn"]
 
 
 def describe_machine(trainer, replayed: dict | None) -> None:
@@ -188,6 +246,8 @@ def read_config_option(ctx, path: Path | None) -> None:
         if p.name in ("config", "resume"):
             continue
         names[p.name] = p.name
+        if p.name == "run_name":
+            names["run"] = p.name  # --name was --run before torchrun needed the word
         for opt in p.opts:
             names[opt.lstrip("-").replace("-", "_")] = p.name
     unknown = sorted(set(values) - set(names))
@@ -249,12 +309,14 @@ def describe_start(corpus, model_config, train_config, run_dir: Path, ckpt) -> N
 
 
 @contextmanager
-def stop_on_signals(trainer):
-    """First Ctrl-C or SIGTERM: finish the step, save, exit. A second Ctrl-C aborts."""
+def stop_on_signals(trainer, abort_on_second: bool = True):
+    """First Ctrl-C or SIGTERM: finish the step, save, exit. A second Ctrl-C aborts,
+    except under torchrun: a Ctrl-C reaches each rank from the terminal and again from
+    torchrun, and torchrun kills a rank that does not stop within its own timeout."""
     received: list[int] = []
 
     def handler(signum, frame):
-        if received:
+        if received and abort_on_second:
             raise KeyboardInterrupt
         received.append(signum)
         trainer.request_stop()

@@ -67,9 +67,12 @@ class StreamBatches:
     continues its window k, so the hidden state carried from one step to the
     next belongs to the text that comes before. At the end of a pass the state
     is reset. The tail that does not fill a whole window is left out.
+
+    `rows` keeps a contiguous range of the streams (one rank's share under torchrun);
+    the streams themselves, and `chars_per_step`, stay those of the whole batch.
     """
 
-    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int):
+    def __init__(self, ids: np.ndarray, batch_size: int, seq_len: int, rows: slice = slice(None)):
         stream_len = (len(ids) - 1) // batch_size
         self.n_windows = stream_len // seq_len
         if self.n_windows < 1:
@@ -80,15 +83,15 @@ class StreamBatches:
         self.batch_size = batch_size
         self.seq_len = seq_len
         used = batch_size * stream_len
-        self.inputs = ids[:used].reshape(batch_size, stream_len)  # (B, L)
-        self.targets = ids[1 : used + 1].reshape(batch_size, stream_len)  # (B, L)
+        self.inputs = ids[:used].reshape(batch_size, stream_len)[rows]  # (B, L) or rows of it
+        self.targets = ids[1 : used + 1].reshape(batch_size, stream_len)[rows]
 
     @property
     def chars_per_step(self) -> int:
         return self.batch_size * self.seq_len
 
     def window(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Inputs and targets of window k, each (B, T) int64."""
+        """Inputs and targets of window k, each (B, T) int64 (the kept rows of B)."""
         t = k * self.seq_len
         x = self.inputs[:, t : t + self.seq_len]
         y = self.targets[:, t : t + self.seq_len]

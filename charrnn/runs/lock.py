@@ -46,7 +46,7 @@ class RunLock:
         except Timeout:
             raise RunInUseError(
                 f"run {self.folder} is being trained by another process (pid {self._owner()}); "
-                f"wait for it to finish, or pick another --run name"
+                f"wait for it to finish, or pick another --name"
             ) from None
         except OSError as e:
             raise write_error(self.path, e) from None

@@ -3,7 +3,7 @@ on from a checkpoint, and with which configs. The CLI, the Python API and (later
 torchrun entry point all ask `plan_run`, then `plan_configs` once the corpus is read.
 
 A new run gets a folder no run has used. A resume (`resume` is a run name, a path,
-or "" for --run or the newest run) goes on from its last.pt:
+or "" for --name or the newest run) goes on from its last.pt:
 
 - the text, tokenizer and model options are the checkpoint's; one given on the command
   line that disagrees is refused, since it would make another run;
@@ -26,6 +26,7 @@ from pathlib import Path
 
 from charrnn.checkpoint import LAST, load_checkpoint, newest_run, restore_tokenizer, run_checkpoint
 from charrnn.data.cache import EncodedCorpus
+from charrnn.distributed import Job
 from charrnn.errors import CharrnnError
 from charrnn.model.config import ModelConfig
 from charrnn.options import flag_name, format_duration, option_fields
@@ -96,7 +97,7 @@ def plan_run(
     cannot run and a folder another process trains into.
     """
     if run_name is not None and not RUN_NAME.match(run_name):
-        raise CharrnnError(f"--run {run_name!r}: use letters, digits, '.', '_' and '-' only")
+        raise CharrnnError(f"--name {run_name!r}: use letters, digits, '.', '_' and '-' only")
     resolve_precision(options["precision"], resolve_device(options["device"]))
     if resume is not None:
         run_dir, ckpt = resume_target(resume, run_name, Path(out))
@@ -112,6 +113,37 @@ def plan_run(
     text_config, tokenizer_config = data_configs(options, given, ckpt)
     val_frac = options["val_frac"] if ckpt is None else ckpt["train_config"]["val_frac"]
     return RunPlan(run_dir, ckpt, text_config, tokenizer_config, val_frac)
+
+
+def plan_job_run(
+    job: Job,
+    corpus: Path,
+    options: dict,
+    given: set[str],
+    run_name: str | None = None,
+    out: Path = Path("checkpoints"),
+    resume: str | None = None,
+) -> RunPlan:
+    """`plan_run` for one rank of a torchrun job: rank 0 plans, and the others plan the
+    folder it chose (a new run's default name carries the clock, which differs per
+    process; "the newest run" could change between two looks)."""
+    if not job.active:
+        return plan_run(corpus, options, given, run_name, out, resume)
+    plan = plan_run(corpus, options, given, run_name, out, resume) if job.is_main else None
+    chosen = job.share(None if plan is None else (str(plan.run_dir), plan.checkpoint is not None))
+    if plan is not None:
+        return plan
+    run_dir, resumed = Path(chosen[0]), chosen[1]
+    if resumed:
+        return plan_run(corpus, options, given, None, run_dir.parent, str(run_dir))
+    return plan_run(corpus, options, given, run_dir.name, run_dir.parent, None)
+
+
+def planned_batch_size(plan: RunPlan, options: dict, given: set[str]) -> int:
+    """The batch size the run will have: a resume keeps its own unless one is given."""
+    if plan.checkpoint is None or "batch_size" in given:
+        return options["batch_size"]
+    return plan.checkpoint["train_config"]["batch_size"]
 
 
 def plan_configs(
@@ -161,7 +193,7 @@ def refuse_finished_run(trainer: Trainer) -> None:
 def resume_target(resume: str, run_name: str | None, out: Path) -> tuple[Path, dict]:
     """The run folder and last.pt that `--resume [RUN]` names."""
     if resume and run_name and resume != run_name:
-        raise CharrnnError(f"--resume {resume} and --run {run_name} name different runs")
+        raise CharrnnError(f"--resume {resume} and --name {run_name} name different runs")
     name = resume or run_name
     if name is None:
         run_dir = newest_run(out)
@@ -187,7 +219,7 @@ def refuse_existing_run(run_dir: Path) -> None:
     if run_dir.is_dir() and run_checkpoint(run_dir) is not None:
         raise CharrnnError(
             f"run {run_dir} already has checkpoints; add --resume to continue it, "
-            f"or pick another --run name"
+            f"or pick another --name"
         )
 
 

@@ -19,6 +19,7 @@ import torch
 
 from charrnn.checkpoint import BEST, LAST, load_checkpoint, run_checkpoint, save_checkpoint
 from charrnn.data.cache import EncodedCorpus
+from charrnn.distributed import Job
 from charrnn.errors import CharrnnError
 from charrnn.files import remove_stale_temp_files
 from charrnn.model.config import ModelConfig
@@ -91,8 +92,12 @@ def run_trainer(
     run_dir: Path,
     callback: Callback | None = None,
     resume: dict | None = None,
+    job: Job | None = None,
 ) -> Trainer:
     """A Trainer whose run is kept in `run_dir` (its RunFiles goes first, so the lock is
-    taken before anything else happens), with `callback` after it."""
-    callbacks = [RunFiles(run_dir)] + ([callback] if callback is not None else [])
-    return Trainer(corpus, model_config, config, callbacks, resume=resume)
+    taken before anything else happens), with `callback` after it. Under torchrun only
+    rank 0 keeps the folder."""
+    callbacks = [callback] if callback is not None else []
+    if job is None or job.is_main:
+        callbacks.insert(0, RunFiles(run_dir))
+    return Trainer(corpus, model_config, config, callbacks, resume=resume, job=job)

@@ -155,6 +155,14 @@ class TrainConfig:
         default_text="the physical cores this process may use",
         section="machine",
     )
+    dist_timeout: float = option(
+        600.0,
+        "Under torchrun: how long a process waits for the others in a collective before "
+        "the job fails (rank 0 saving a checkpoint counts).",
+        kind="duration",
+        metavar="D",
+        section="machine",
+    )
 
     def __post_init__(self):
         if self.max_steps is None and self.time_budget is None:
@@ -174,4 +182,4 @@ class TrainConfig:
 
 # options that belong to the machine, not the run: a resumed run, or one replayed
 # from another run's config.json, takes them from this machine
-MACHINE_OPTIONS = ("device", "precision", "threads")
+MACHINE_OPTIONS = ("device", "precision", "threads", "dist_timeout")

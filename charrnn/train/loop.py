@@ -11,6 +11,11 @@ row stop the run. `patience` stops it after that many evaluations without a
 new best validation loss. Every log interval and evaluation goes to the
 callbacks as a metrics record, and every checkpoint as a payload: the loop
 itself writes no files (charrnn.runs.writer does, for a run folder).
+
+Under torchrun (a `job` from charrnn.distributed) each rank trains its own contiguous
+range of the B streams, with its own carried state; DDP averages the gradients. Every
+decision that ends, skips or evaluates is agreed by all ranks, validation is shared
+out by streams and summed, and a checkpoint holds every rank's state by stream index.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ import torch
 
 from charrnn.data.batches import StreamBatches, check_corpus_size
 from charrnn.data.cache import EncodedCorpus
-from charrnn.evaluate import LN2, evaluate
+from charrnn.distributed import Job
+from charrnn.evaluate import LN2, evaluate_shared
 from charrnn.inference import detach_state, zero_where
 from charrnn.model.config import ModelConfig
 from charrnn.model.rnn import CharRNN, State
@@ -37,9 +43,9 @@ from charrnn.runtime import (
 )
 from charrnn.train.callbacks import Callback, EvalStats, StepStats, TrainResult
 from charrnn.train.config import TrainConfig
-from charrnn.train.optim import make_optimizer
+from charrnn.train.optim import make_optimizer, optimizer_step
 from charrnn.train.schedule import Length, Schedule, warmup_steps
-from charrnn.train.state import payload, restore
+from charrnn.train.state import payload, rank_seed, restore
 from charrnn.train.tally import IntervalMeter, StepTally, metric_record
 
 AUTO_EVAL_SHARE = 0.05
@@ -68,18 +74,23 @@ class Trainer:
         config: TrainConfig,
         callbacks: list[Callback] | tuple = (),
         resume: dict | None = None,
+        job: Job | None = None,
     ):
         self.corpus = corpus
         self.config = config
         self.callbacks = list(callbacks)
-        self.device, self.precision, self.threads = take_machine(config)
+        self.job = job or Job.solo()
+        self.device, self.precision, self.threads = take_machine(config, self.job.device)
         self.machine = Machine(device_label(self.device), self.precision, self.threads)
         self.recorded_machine: dict | None = None  # what a resumed run ran on
         check_corpus_size(corpus, config.batch_size, config.seq_len, config.val_frac)
         config.check()
+        self.job.check_batch(config.batch_size)
 
         torch.manual_seed(config.rng_seed)
         self.model = CharRNN(model_config).to(self.device)
+        if self.job.rank:  # the same weights everywhere, but each rank its own dropout
+            torch.manual_seed(rank_seed(config.rng_seed, 0, self.job.rank))
         # dropout draws from torch's global generator: keep this run's own stream of it,
         # so other work between here and run() (or a resume) cannot shift it
         self.rng_state = torch.get_rng_state()
@@ -91,7 +102,9 @@ class Trainer:
         self.split_moved = False  # see charrnn.train.state.restore
         if config.eval_size:  # a gigabyte corpus has far more validation text than needed
             self.val_ids = self.val_ids[: config.eval_size + 1]
-        self.batches = StreamBatches(train_ids, config.batch_size, config.seq_len)
+        self.batches = StreamBatches(
+            train_ids, config.batch_size, config.seq_len, self.job.rows(config.batch_size)
+        )
 
         # position and history; all of it goes into last.pt so a resume continues exactly
         self.step = 0
@@ -115,6 +128,7 @@ class Trainer:
         if resume is not None:
             restore(self, resume)
         self.tally = StepTally(self.device, self.skipped_steps)
+        self.net = self.job.wrap(self.model)  # what a training step runs
 
     # ------------------------------------------------------------ public
 
@@ -153,7 +167,8 @@ class Trainer:
         eval_seconds = 0.0  # how long the last evaluation took; the final one will be alike
         last_eval_end = time.perf_counter()
 
-        while not self.length_reached(time.perf_counter() - start + eval_seconds):
+        # every rank's clock differs: the run ends when any rank's budget is spent
+        while not self.job.any(self.length_reached(time.perf_counter() - start + eval_seconds))[0]:
             step_start = time.perf_counter()
             self.elapsed = step_start - start
             self._train_step(self.schedule(self.step, self.elapsed))
@@ -163,16 +178,21 @@ class Trainer:
             meter.chars += self.batches.chars_per_step
             self.elapsed = time.perf_counter() - start
             if self.step % self.config.log_every == 0:
+                meter.loss_sum = self.job.mean(meter.loss_sum)  # the mean over all streams
                 meter.read()
                 self._log_train(meter)
             self._emit("on_step", step_stats(self, meter))
-            if self.stop_requested:
+            stop, evaluate_now = self.job.any(
+                self.stop_requested,
+                eval_due(self, time.perf_counter() - last_eval_end, eval_seconds),
+            )
+            if stop:
                 self.status = "interrupted"
                 break
-            if self.skip_streak >= self.config.max_skips:
+            if self.skip_streak >= self.config.max_skips:  # the same on every rank: see step
                 self.status = "nonfinite"
                 break
-            if self._eval_due(time.perf_counter() - last_eval_end, eval_seconds):
+            if evaluate_now:
                 eval_seconds = self._evaluate_and_save(start)
                 last_eval_end = time.perf_counter()
                 meter.restart_clock()  # keep evaluation time out of chars/s
@@ -218,13 +238,14 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with autocast(self.device, self.precision):
-            _, state, loss = self.model(x, self.state, y)
+            _, state, loss = self.net(x, self.state, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
         bad = ~(torch.isfinite(loss) & torch.isfinite(grad_norm))  # () bool, on the device
-        self._optimizer_step(bad)
+        bad = self.job.any_on_device(bad)  # a step is skipped on every rank or on none
+        optimizer_step(self.optimizer, self.fused, bad)
         # a NaN must never reach the weights, nor the carried state (zero, as at a pass start)
         self.state = zero_where(detach_state(state), bad)
         self.tally.add(loss, bad)
@@ -236,13 +257,6 @@ class Trainer:
             self.window = 0
             self.epoch += 1
 
-    def _optimizer_step(self, bad: torch.Tensor) -> None:
-        if self.fused:  # fused AdamW skips its whole update, step count included, on found_inf
-            self.optimizer.found_inf = bad.float()
-            self.optimizer.step()
-        elif not bool(bad):  # any other optimizer needs the host to decide
-            self.optimizer.step()
-
     def _sync(self) -> None:
         """Bring the device-side tally to the host: the interval's losses and the skips.
 
@@ -251,15 +265,6 @@ class Trainer:
         """
         loss_sum, counted, self.skip_streak, self.skipped_steps = self.tally.read()
         self.meter.add(loss_sum, counted)
-
-    def _eval_due(self, since_last_eval: float, eval_seconds: float) -> bool:
-        every = self.config.eval_every
-        if every is None:  # auto: by the clock, scaled to what an evaluation costs
-            one_pass = (
-                self.train_seconds / self.step * self.batches.n_windows if self.step else math.inf
-            )
-            return since_last_eval >= auto_eval_interval(one_pass, eval_seconds)
-        return every > 0 and self.step % every == 0
 
     def length_reached(self, elapsed: float | None = None) -> bool:
         """Whether the run is done by steps or by the clock (`elapsed`, default: so far)."""
@@ -275,7 +280,7 @@ class Trainer:
         t0 = time.perf_counter()
         self.train_seconds += t0 - wait  # a GPU finishing queued steps is training time
         if len(self.val_ids) >= 2:
-            val = evaluate(self.model, self.val_ids, self.device, self.precision)
+            val = evaluate_shared(self.model, self.val_ids, self.device, self.precision, self.job)
             best = self.best_val_loss
             is_best = math.isfinite(val) and (best is None or val < best)
             self.last_val_loss = val
@@ -295,9 +300,14 @@ class Trainer:
         return time.perf_counter() - t0
 
     def _save(self, kind: str) -> None:
-        """Hand a checkpoint ("best" or "last") to the callbacks, which write it."""
+        """Hand a checkpoint ("best" or "last") to the callbacks, which write it.
+        Under torchrun every rank takes part (the state is gathered); rank 0 writes."""
         self._sync()  # the payload records every step so far
-        self._emit("on_checkpoint", kind, payload(self))
+        self.meter.loss_sum = self.job.mean(self.meter.loss_sum)
+        state = self.job.gather_rows(self.state)
+        rng_states = self.job.gather_objects(torch.get_rng_state())
+        if self.job.is_main:
+            self._emit("on_checkpoint", kind, payload(self, state, rng_states))
 
     def _log_train(self, meter: IntervalMeter) -> None:
         record = metric(
@@ -306,9 +316,12 @@ class Trainer:
         self._emit("on_log", record)
 
 
-def take_machine(config: TrainConfig) -> tuple[torch.device, str, int]:
-    """The device, precision and threads this machine gives the run (see charrnn.runtime)."""
-    device = resolve_device(config.device)
+def take_machine(
+    config: TrainConfig, device: torch.device | None = None
+) -> tuple[torch.device, str, int]:
+    """The device (the job's, under torchrun), precision and threads this machine gives
+    the run (see charrnn.runtime)."""
+    device = device or resolve_device(config.device)
     return device, resolve_precision(config.precision, device), set_threads(config.threads)
 
 
@@ -317,6 +330,16 @@ def schedule_for(config: TrainConfig) -> Schedule:
     return Schedule(
         config.lr, config.min_lr_frac, warmup, Length(config.max_steps, config.time_budget)
     )
+
+
+def eval_due(trainer: Trainer, since_last_eval: float, eval_seconds: float) -> bool:
+    """Whether this rank's clock or step count says an evaluation is due."""
+    every = trainer.config.eval_every
+    if every is None:  # auto: by the clock, scaled to what an evaluation costs
+        t = trainer
+        one_pass = t.train_seconds / t.step * t.batches.n_windows if t.step else math.inf
+        return since_last_eval >= auto_eval_interval(one_pass, eval_seconds)
+    return every > 0 and trainer.step % every == 0
 
 
 def auto_eval_interval(one_pass: float, eval_seconds: float) -> float:

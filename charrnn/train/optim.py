@@ -41,3 +41,12 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, fused: b
                 if "step" in optimizer.state.get(p, {}):
                     st = optimizer.state[p]
                     st["step"] = st["step"].to(device=p.device, dtype=torch.float32)
+
+
+def optimizer_step(optimizer, fused: bool, bad: torch.Tensor) -> None:
+    """Step unless `bad` (a () bool tensor on the device) says the gradient is not finite."""
+    if fused:  # fused AdamW skips its whole update, step count included, on found_inf
+        optimizer.found_inf = bad.float()
+        optimizer.step()
+    elif not bool(bad):  # any other optimizer needs the host to decide
+        optimizer.step()

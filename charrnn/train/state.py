@@ -27,10 +27,15 @@ if TYPE_CHECKING:
 SCHEDULE_OPTIONS = ("max_steps", "time_budget", "lr", "min_lr_frac", "warmup_steps")
 
 
-def payload(trainer: Trainer) -> dict:
+def payload(trainer: Trainer, state=None, rng_states: list | None = None) -> dict:
     """Everything a checkpoint holds, as plain data: what sampling needs (configs, vocabulary,
-    weights) and what resuming needs (optimizer, position, carried state, RNG, schedule)."""
+    weights) and what resuming needs (optimizer, position, carried state, RNG, schedule).
+
+    Under torchrun, `state` is every rank's carried state gathered in stream order and
+    `rng_states` each rank's generator; by default, this process's own."""
     rng = {"torch": torch.get_rng_state()}
+    if rng_states is not None and len(rng_states) > 1:
+        rng["ranks"] = list(rng_states)
     if trainer.device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(trainer.device)
     return {
@@ -58,7 +63,7 @@ def payload(trainer: Trainer) -> dict:
         "log_interval": {"loss_sum": trainer.meter.loss_sum, "steps": trainer.meter.steps},
         "status": trainer.status,
         "created": trainer.created,
-        "state": trainer.state,
+        "state": trainer.state if state is None else state,  # (layers, B, H) or an LSTM pair
         "rng": rng,
         "schedule": trainer.schedule.segment.to_dict(),
         "train_ids": trainer.train_size,  # where the validation split begins
@@ -98,17 +103,39 @@ def restore(trainer: Trainer, ckpt: dict) -> None:
         trainer.config.seq_len,
     )
     if same_streams and trainer.window < trainer.batches.n_windows:
+        # the state is saved by global stream index: take this rank's streams of it
+        rows = trainer.job.rows(trainer.config.batch_size)
         state = ckpt["state"]
         if isinstance(state, (tuple, list)):
-            state = tuple(s.to(trainer.device) for s in state)
+            state = tuple(s[:, rows].to(trainer.device) for s in state)
         elif state is not None:
-            state = state.to(trainer.device)
+            state = state[:, rows].to(trainer.device)
         trainer.state = state
     else:  # the streams are cut differently now: start a fresh pass over the data
         trainer.window, trainer.state = 0, None
-    trainer.rng_state = ckpt["rng"]["torch"]
+    trainer.rng_state = rank_rng_state(trainer, ckpt["rng"])
     if "cuda" in ckpt["rng"] and trainer.device.type == "cuda":
         torch.cuda.set_rng_state(ckpt["rng"]["cuda"], trainer.device)
+
+
+def rank_seed(seed: int, step: int, rank: int) -> int:
+    """A seed for a rank's own dropout draws, apart from every other rank's."""
+    return (seed * 1_000_003 + step * 9_176 + rank) % (1 << 63)
+
+
+def rank_rng_state(trainer: Trainer, rng: dict) -> torch.Tensor:
+    """This rank's dropout generator: its own from the checkpoint when the run had as
+    many ranks, rank 0's for rank 0, else a fresh one of its own."""
+    job = trainer.job
+    ranks = rng.get("ranks") or [rng["torch"]]
+    if len(ranks) == job.world:
+        return ranks[job.rank]
+    if job.rank == 0:
+        return rng["torch"]
+    generator = torch.Generator().manual_seed(
+        rank_seed(trainer.config.rng_seed, trainer.step, job.rank)
+    )
+    return generator.get_state()
 
 
 def resumed_segment(trainer: Trainer, ckpt: dict) -> Segment:
