@@ -1,0 +1,338 @@
+"""Data-parallel training under torchrun: real processes on the CPU with gloo.
+
+Every test that starts torchrun has a pytest timeout and a subprocess timeout, so a
+hang fails the test instead of stalling CI. The launches run `python -m
+torch.distributed.run`, which is the `torchrun` command itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+import pytest
+import torch
+
+from charrnn.checkpoint import load_checkpoint
+from charrnn.cli import cli
+from charrnn.distributed import Job, Place, job_device, torchrun_place
+from charrnn.errors import CharrnnError
+from charrnn.evaluate import evaluate, evaluate_sums
+from charrnn.model.config import ModelConfig
+from charrnn.model.rnn import CharRNN
+
+WORDS = ["the", "king", "queen", "and", "of", "to", "my", "lord", "thou", "art", "shall"]
+# a model small enough that torch's start-up, not training, is most of each launch
+SMALL = ["--hidden", "32", "--layers", "1", "--embed", "16", "--batch-size", "8"]
+SMALL += ["--seq-len", "32", "--log-every", "5", "--dropout", "0"]
+LAUNCH_TIMEOUT = 150  # seconds for one torchrun command; a hang fails, never stalls CI
+
+
+def corpus_text(lines: int = 1500) -> str:
+    import random
+
+    rng = random.Random(0)
+    return "\n".join(" ".join(rng.choice(WORDS) for _ in range(10)) for _ in range(lines))
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("ddp")
+    (work / "c.txt").write_text(corpus_text(), encoding="utf-8")
+    return work
+
+
+def env_for(work: Path) -> dict:
+    return {**os.environ, "CHARRNN_CACHE_DIR": str(work / "cache"), "COLUMNS": "300"}
+
+
+def torchrun(*args, nproc: int = 2) -> list[str]:
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    return [*launch, "--nproc-per-node", str(nproc), "-m", "charrnn", *map(str, args)]
+
+
+def run(work: Path, cmd: list[str], expect: int | None = 0) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        cmd, cwd=work, env=env_for(work), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT
+    )
+    if expect is not None:
+        assert done.returncode == expect, done.stderr[-3000:]
+    return done
+
+
+def losses(run_dir: Path) -> list[float]:
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["train_loss"] if r["event"] == "train" else r["val_loss"] for r in records]
+
+
+def weights(path: Path) -> dict:
+    return load_checkpoint(path)["model"]
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Two runs that took the same steps on the same streams: losses and weights agree."""
+    assert losses(a) == pytest.approx(losses(b), rel=1e-4)
+    wa, wb = weights(a / "last.pt"), weights(b / "last.pt")
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], atol=1e-4, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def solo(work) -> Path:
+    """The reference: one plain process, 40 steps."""
+    cmd = [sys.executable, "-m", "charrnn", "train", "c.txt", *SMALL, "--threads", "1"]
+    run(work, [*cmd, "--name", "solo", "--max-steps", "40", "--eval-every", "20"])
+    return work / "checkpoints" / "solo"
+
+
+# ------------------------------------------------------------------ the launch
+
+
+def torchrun_takes(option: str) -> bool:
+    """Whether torchrun's own parser reads `option` (after `-m charrnn train`) as its own."""
+    from torch.distributed.run import get_args_parser
+
+    args = ["--nproc-per-node", "2", "-m", "charrnn", "train", "c.txt", option, "1"]
+    try:
+        parsed = get_args_parser().parse_args(args)
+    except SystemExit:  # "ambiguous option: --run could match --run-path, --run_path"
+        return True
+    return parsed.training_script_args != args[4:]
+
+
+def charrnn_option_strings() -> list[str]:
+    names = set()
+    for command in cli.commands.values():
+        for param in command.params:
+            if isinstance(param, click.Option):
+                names.update(param.opts + param.secondary_opts)
+    return sorted(names)
+
+
+def test_the_collision_check_can_fail():
+    """`--run` was the option torchrun took for its --run-path; the check sees it."""
+    assert torchrun_takes("--run")
+    assert not torchrun_takes("--name")
+
+
+@pytest.mark.parametrize("option", charrnn_option_strings())
+def test_no_charrnn_option_is_taken_by_torchrun(option, capsys):
+    assert not torchrun_takes(option), f"torchrun reads {option} as one of its own options"
+    assert not torchrun_takes(f"{option}=1")
+
+
+# ------------------------------------------------------------------ probes and pieces
+
+
+def test_a_plain_process_has_no_job(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert torchrun_place() is None
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert torchrun_place() == Place(rank=3, world=4, local_rank=1, local_world=2)
+    assert Place(3, 4, 1, 2).nodes == 2
+
+
+def test_each_rank_takes_its_own_gpu_when_cuda_is_there(monkeypatch):
+    """The CUDA branch, on a machine without CUDA: the probe is monkeypatched."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    place = Place(rank=1, world=2, local_rank=1, local_world=2)
+    assert job_device("auto", place) == torch.device("cuda", 1)
+    assert job_device("cuda", place) == torch.device("cuda", 1)
+    assert job_device("cpu", place) == torch.device("cpu")
+    with pytest.raises(CharrnnError, match="each process takes cuda:LOCAL_RANK"):
+        job_device("cuda:0", place)
+    with pytest.raises(CharrnnError, match="more than the 2 CUDA GPUs"):
+        job_device("cuda", Place(rank=2, world=3, local_rank=2, local_world=3))
+
+
+def test_without_cuda_the_ranks_train_on_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert job_device("auto", Place(0, 2, 0, 2)) == torch.device("cpu")
+
+
+def test_the_carried_state_is_never_a_buffer():
+    """DDP broadcasts buffers; the state goes through forward as an argument instead."""
+    for cell in ("rnn", "gru", "lstm"):
+        model = CharRNN(ModelConfig(vocab_size=10, cell=cell, hidden=8, embed=4))
+        assert list(model.buffers()) == []
+
+
+def test_rows_divide_the_streams_and_refuse_a_batch_that_does_not_divide():
+    jobs = [Job(Place(rank=r, world=4), None) for r in range(4)]
+    assert [j.rows(8) for j in jobs] == [slice(0, 2), slice(2, 4), slice(4, 6), slice(6, 8)]
+    with pytest.raises(CharrnnError, match="--batch-size 6 does not divide among 4"):
+        jobs[0].rows(6)
+
+
+def test_validation_shared_out_by_streams_sums_to_the_whole():
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=12, cell="gru", hidden=16, embed=8))
+    ids = torch.randint(0, 12, (9000,)).numpy()
+    parts = [evaluate_sums(model, ids, torch.device("cpu"), "fp32", p, 3) for p in range(3)]
+    total = sum(s for s, _ in parts) / sum(n for _, n in parts)
+    assert total == pytest.approx(evaluate(model, ids, torch.device("cpu")), rel=1e-6)
+    assert all(n > 0 for _, n in parts)
+
+
+# ------------------------------------------------------------------ real jobs
+
+
+@pytest.mark.timeout(3 * LAUNCH_TIMEOUT)
+def test_two_ranks_follow_one_rank_and_the_checkpoint_samples(work, solo, run_cli):
+    cmd = torchrun("train", "c.txt", *SMALL, "--name", "two", "--max-steps", 40)
+    done = run(work, [*cmd, "--eval-every", "20"])
+    two = work / "checkpoints" / "two"
+    assert_same_run(solo, two)
+    assert "2 processes" in done.stderr and done.stderr.count("training summary") == 1
+    assert load_checkpoint(two / "last.pt")["state"][0].shape[1] == 8  # every stream
+    # the checkpoint is like any other: it samples, evals and infos
+    sample = run(work, [sys.executable, "-m", "charrnn", "sample", "--checkpoint",
+                        two / "best.pt", "--length", "40", "--rng-seed", "1"])  # fmt: skip
+    assert len(sample.stdout) >= 40
+    run(work, [sys.executable, "-m", "charrnn", "info", two / "last.pt"])
+
+
+@pytest.mark.timeout(4 * LAUNCH_TIMEOUT)
+def test_resume_across_rank_counts_goes_on_exactly(work):
+    """2 ranks for 20 steps, then 1 rank to 40; and 1 rank, then 2: both match one
+    process that stopped and resumed at the same step, so the carried state was kept
+    by global stream index."""
+    plain = [sys.executable, "-m", "charrnn"]
+    args = ["train", "c.txt", *SMALL, "--eval-every", "20", "--threads", "1"]
+    run(work, [*plain, *args, "--name", "one-one", "--max-steps", "20"])
+    run(work, [*plain, *args, "--resume", "one-one", "--max-steps", "40"])
+    run(work, torchrun(*args, "--name", "two-one", "--max-steps", 20))
+    run(work, [*plain, *args, "--resume", "two-one", "--max-steps", "40"])
+    run(work, [*plain, *args, "--name", "one-two", "--max-steps", "20"])
+    run(work, torchrun(*args, "--resume", "one-two", "--max-steps", 40))
+    reference = work / "checkpoints" / "one-one"
+    for name in ("two-one", "one-two"):
+        assert_same_run(reference, work / "checkpoints" / name)
+
+
+@pytest.mark.timeout(2 * LAUNCH_TIMEOUT)
+def test_a_time_budget_ends_every_rank_cleanly(work):
+    started = time.monotonic()
+    run(work, torchrun("train", "c.txt", *SMALL, "--name", "timed", "--time", "4s"))
+    assert time.monotonic() - started < LAUNCH_TIMEOUT
+    last = load_checkpoint(work / "checkpoints" / "timed" / "last.pt")
+    assert last["status"] == "finished" and last["step"] > 0
+
+
+@pytest.mark.timeout(2 * LAUNCH_TIMEOUT)
+def test_a_batch_that_does_not_divide_is_one_line_from_rank_0(work):
+    done = run(work, torchrun("train", "c.txt", *SMALL[:6], "--batch-size", 7), expect=None)
+    assert done.returncode != 0
+    message = "error: --batch-size 7 does not divide among 2 processes; use a multiple of 2"
+    assert done.stderr.count(message) == 1
+    assert not re.search(r'File ".*/charrnn/', done.stderr)  # torchrun's traceback is its own
+
+
+def wait_for(path: Path, process: subprocess.Popen, seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.2)
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(p) for p in (task / "children").read_text().split()]
+    return found
+
+
+def start_long_run(work: Path, name: str) -> subprocess.Popen:
+    cmd = torchrun("train", "c.txt", *SMALL, "--name", name, "--max-steps", 10**7)
+    return subprocess.Popen(
+        [*cmd, "--eval-every", "50"],
+        cwd=work,
+        env=env_for(work),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+KILLED_BOUND = 45  # seconds from SIGKILL to torchrun's exit: its monitor, then SIGTERM
+
+
+@pytest.mark.timeout(2 * LAUNCH_TIMEOUT)
+def test_a_rank_killed_ends_the_job_in_bounded_time_and_checkpoints_load(work):
+    job = start_long_run(work, "killed")
+    try:
+        wait_for(work / "checkpoints" / "killed" / "last.pt", job)
+        workers = children(job.pid)
+        assert len(workers) == 2
+        os.kill(max(workers), signal.SIGKILL)
+        killed = time.monotonic()
+        job.wait(timeout=KILLED_BOUND)
+        assert time.monotonic() - killed < KILLED_BOUND
+        assert job.returncode != 0
+    finally:
+        job.kill()
+        job.communicate()
+    for name in ("best.pt", "last.pt"):
+        assert load_checkpoint(work / "checkpoints" / "killed" / name)["step"] > 0
+
+
+@pytest.mark.timeout(2 * LAUNCH_TIMEOUT)
+def test_sigint_to_torchrun_saves_once_and_says_how_to_resume(work):
+    job = start_long_run(work, "stopped")
+    try:
+        wait_for(work / "checkpoints" / "stopped" / "last.pt", job)
+        job.send_signal(signal.SIGINT)
+        _, stderr = job.communicate(timeout=60)
+    finally:
+        job.kill()
+    assert stderr.count("interrupted at step") == 1
+    assert "resume with: torchrun --nproc-per-node 2 -m charrnn train c.txt --resume stopped" in (
+        stderr
+    )
+    last = load_checkpoint(work / "checkpoints" / "stopped" / "last.pt")
+    assert last["status"] == "interrupted"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.timeout(2 * LAUNCH_TIMEOUT)
+def test_two_nodes_on_loopback_train_one_run(work, solo):
+    """Two torchrun agents, as two machines would start them, meet at a c10d endpoint."""
+    endpoint = f"127.0.0.1:{free_port()}"
+    args = ["train", "c.txt", *SMALL, "--name", "nodes", "--max-steps", "40"]
+    nodes = []
+    for _node in range(2):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
+               "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint",
+               endpoint, "--rdzv-id", "charrnn-test", "--local-addr", "127.0.0.1",
+               "-m", "charrnn", *args, "--eval-every", "20"]  # fmt: skip
+        nodes.append(subprocess.Popen(
+            cmd, cwd=work, env=env_for(work), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        ))  # fmt: skip
+    try:
+        outputs = [node.communicate(timeout=LAUNCH_TIMEOUT)[1] for node in nodes]
+    finally:
+        for node in nodes:
+            node.kill()
+    assert [node.returncode for node in nodes] == [0, 0], outputs
+    assert sum("2 processes (2 machines x 1)" in out for out in outputs) == 1
+    assert_same_run(solo, work / "checkpoints" / "nodes")
