@@ -336,3 +336,67 @@ def test_two_nodes_on_loopback_train_one_run(work, solo):
     assert [node.returncode for node in nodes] == [0, 0], outputs
     assert sum("2 processes (2 machines x 1)" in out for out in outputs) == 1
     assert_same_run(solo, work / "checkpoints" / "nodes")
+
+
+# ------------------------------------------------------------------ one decision, every rank
+
+WORKER = Path(__file__).parent / "helpers" / "torchrun_worker.py"
+
+
+def odd_rank_job(work: Path, *args, **env) -> subprocess.Popen:
+    """torchrun with 2 ranks, rank 1 made odd by `env` (see helpers/torchrun_worker.py)."""
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    return subprocess.Popen(
+        [*launch, "--nproc-per-node", "2", str(WORKER), *map(str, args)],
+        cwd=work,
+        env={**env_for(work), **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.timeout(2 * LAUNCH_TIMEOUT)
+def test_the_first_clock_to_run_out_ends_every_rank(work):
+    """Rank 1's clock runs twice as fast: the run ends when rank 1's budget is spent,
+    on both ranks at the same step (a rank left training would wait forever)."""
+    job = odd_rank_job(work, "train", "c.txt", *SMALL, "--name", "clock", "--time", "6s",
+                       CHARRNN_TEST_FAST_CLOCK="1")  # fmt: skip
+    _, stderr = job.communicate(timeout=LAUNCH_TIMEOUT)
+    assert job.returncode == 0, stderr[-3000:]
+    last = load_checkpoint(work / "checkpoints" / "clock" / "last.pt")
+    assert last["status"] == "finished"
+    assert last["elapsed"] < 5  # rank 0's own clock: it stopped when rank 1's ran out
+
+
+@pytest.mark.timeout(2 * LAUNCH_TIMEOUT)
+def test_a_step_one_rank_finds_non_finite_is_skipped_on_every_rank(work):
+    """Rank 1's loss is NaN at steps 3 and 4, rank 0's never is: both skip them, and
+    rank 0's checkpoint counts the two skips."""
+    job = odd_rank_job(work, "train", "c.txt", *SMALL, "--name", "nan", "--max-steps", "12",
+                       CHARRNN_TEST_NAN_STEPS="1:3,4")  # fmt: skip
+    _, stderr = job.communicate(timeout=LAUNCH_TIMEOUT)
+    assert job.returncode == 0, stderr[-3000:]
+    assert load_checkpoint(work / "checkpoints" / "nan" / "last.pt")["skipped_steps"] == 2
+
+
+def rank_of(pid: int) -> int:
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return int(next(v for v in environ if v.startswith(b"RANK=")).split(b"=")[1])
+
+
+@pytest.mark.timeout(2 * LAUNCH_TIMEOUT)
+def test_sigterm_to_one_rank_stops_every_rank(work):
+    """A scheduler may signal one process: the stop is agreed, last.pt saved once."""
+    job = start_long_run(work, "one-signal")
+    try:
+        wait_for(work / "checkpoints" / "one-signal" / "last.pt", job)
+        rank1 = next(pid for pid in children(job.pid) if rank_of(pid) == 1)
+        os.kill(rank1, signal.SIGTERM)
+        _, stderr = job.communicate(timeout=60)
+    finally:
+        job.kill()
+    assert stderr.count("interrupted at step") == 1
+    assert load_checkpoint(work / "checkpoints" / "one-signal" / "last.pt")["status"] == (
+        "interrupted"
+    )
