@@ -226,8 +226,14 @@ def start_job(device_option: str, timeout: float) -> Job:
         torch.cuda.set_device(device)
     wait = dt.timedelta(seconds=timeout)
     kwargs = {"device_id": device} if device.type == "cuda" else {}
-    torch.distributed.init_process_group(backend, timeout=wait, **kwargs)
-    control = torch.distributed.new_group(backend="gloo", timeout=wait)
+    try:
+        torch.distributed.init_process_group(backend, timeout=wait, **kwargs)
+        control = torch.distributed.new_group(backend="gloo", timeout=wait)
+    except (RuntimeError, ValueError) as e:  # RANK set by hand, a peer unreachable
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CharrnnError(
+            f"could not join the job torchrun's variables (RANK, WORLD_SIZE) describe: {first}"
+        ) from None
     return Job(place, device, control)
 
 

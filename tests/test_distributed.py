@@ -400,3 +400,17 @@ def test_sigterm_to_one_rank_stops_every_rank(work):
     assert load_checkpoint(work / "checkpoints" / "one-signal" / "last.pt")["status"] == (
         "interrupted"
     )
+
+
+def test_torchrun_variables_without_torchrun_are_one_line(tmp_path, monkeypatch, write_corpus):
+    """RANK and WORLD_SIZE set by hand, with no rendezvous to join: an error, no hang."""
+    from tests.conftest import invoke
+
+    for name in ("MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    corpus = write_corpus(corpus_text(50))
+    result = invoke("train", corpus, *SMALL, env={"RANK": "0", "WORLD_SIZE": "2"})
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: could not join the job torchrun's variables")
+    assert not (tmp_path / "checkpoints").exists()
