@@ -238,9 +238,9 @@ def start_job(device_option: str, timeout: float) -> Job:
 
 
 @contextmanager
-def joined(device_option: str, timeout: float):
+def joined(device: str, timeout: float):
     """The job for the length of the block; the process group is left when it ends."""
-    job = start_job(device_option, timeout)
+    job = start_job(device, timeout)
     try:
         yield job
     finally:
