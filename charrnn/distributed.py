@@ -102,6 +102,10 @@ class Job:
         return self.place.world
 
     @property
+    def backend(self) -> str | None:
+        return torch.distributed.get_backend() if self.active else None
+
+    @property
     def is_main(self) -> bool:
         return self.place.rank == 0
 
@@ -225,9 +229,8 @@ def start_job(device_option: str, timeout: float) -> Job:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     wait = dt.timedelta(seconds=timeout)
-    kwargs = {"device_id": device} if device.type == "cuda" else {}
     try:
-        torch.distributed.init_process_group(backend, timeout=wait, **kwargs)
+        torch.distributed.init_process_group(backend, timeout=wait)
         control = torch.distributed.new_group(backend="gloo", timeout=wait)
     except (RuntimeError, ValueError) as e:  # RANK set by hand, a peer unreachable
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]

@@ -222,6 +222,7 @@ class Machine:
     device: str
     precision: str
     threads: int
+    processes: int = 1  # ranks of a torchrun job; a resume may take any number
 
     def to_dict(self) -> dict:
         return asdict(self)

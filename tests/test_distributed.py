@@ -334,7 +334,7 @@ def test_two_nodes_on_loopback_train_one_run(work, solo):
         for node in nodes:
             node.kill()
     assert [node.returncode for node in nodes] == [0, 0], outputs
-    assert sum("2 processes (2 machines x 1)" in out for out in outputs) == 1
+    assert sum("2 processes (2 machines x 1, gloo)" in out for out in outputs) == 1
     assert_same_run(solo, work / "checkpoints" / "nodes")
 
 

@@ -96,3 +96,25 @@ def test_a_cuda_checkpoint_samples_on_the_cpu(tmp_path, write_corpus):
     assert next(model.parameters()).device.type == "cpu"
     assert ckpt["machine"]["device"].startswith("cuda")
     assert len("".join(generate(model, vocab, "ROMEO:", 50, rng_seed=1))) == 50
+
+
+def test_torchrun_trains_on_every_gpu_with_nccl(tmp_path, write_corpus):
+    """One rank per GPU (two at most), nccl, and a checkpoint like any other."""
+    import os
+    import subprocess
+    import sys
+
+    from charrnn.checkpoint import load_checkpoint
+
+    corpus = write_corpus(MIXED_TEXT * 30)
+    ranks = min(2, torch.cuda.device_count())
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd = [*launch, "--nproc-per-node", str(ranks), "-m", "charrnn", "train", str(corpus),
+           "--device", "cuda", "--hidden", "32", "--batch-size", "4", "--seq-len", "16",
+           "--max-steps", "20", "--name", "nccl"]  # fmt: skip
+    env = {**os.environ, "CHARRNN_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "300"}
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"{ranks} processes (1 machine x {ranks}, nccl)" in done.stderr
+    last = load_checkpoint(tmp_path / "checkpoints" / "nccl" / "last.pt")
+    assert last["step"] == 20 and last["machine"]["processes"] == ranks

@@ -172,7 +172,7 @@ def describe_job(job) -> None:
         p = job.place
         info(
             f"ranks   {p.world} processes ({p.nodes} machine{'s' if p.nodes > 1 else ''} x "
-            f"{p.local_world}), each with 1/{p.world} of the streams"
+            f"{p.local_world}, {job.backend}), each with 1/{p.world} of the streams"
         )
 
 

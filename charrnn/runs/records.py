@@ -64,6 +64,7 @@ def run_config(trainer: Trainer) -> dict:
             "device": str(trainer.device),
             "precision": trainer.precision,
             "threads": trainer.threads,
+            "processes": trainer.job.world,
             "created": trainer.created,
         },
     }

@@ -81,7 +81,9 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.job = job or Job.solo()
         self.device, self.precision, self.threads = take_machine(config, self.job.device)
-        self.machine = Machine(device_label(self.device), self.precision, self.threads)
+        self.machine = Machine(
+            device_label(self.device), self.precision, self.threads, self.job.world
+        )
         self.recorded_machine: dict | None = None  # what a resumed run ran on
         check_corpus_size(corpus, config.batch_size, config.seq_len, config.val_frac)
         config.check()
