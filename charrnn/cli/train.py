@@ -221,8 +221,8 @@ def describe_machine(trainer, replayed: dict | None) -> None:
     recorded = trainer.recorded_machine or replayed
     if changes := trainer.machine.changes_from(recorded):
         info(
-            f"machine {', '.join(changes)}: device, precision and threads follow this "
-            "machine, not the recorded run"
+            f"machine {', '.join(changes)}: device, precision, threads and processes "
+            "follow this launch, not the recorded run"
         )
 
 
