@@ -15,6 +15,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 import click
@@ -59,10 +61,31 @@ def torchrun(*args, nproc: int = 2) -> list[str]:
     return [*launch, "--nproc-per-node", str(nproc), "-m", "charrnn", *map(str, args)]
 
 
-def run(work: Path, cmd: list[str], expect: int | None = 0) -> subprocess.CompletedProcess:
-    done = subprocess.run(
-        cmd, cwd=work, env=env_for(work), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT
+@contextmanager
+def launched(work: Path, cmd: list[str], **env) -> Iterator[subprocess.Popen]:
+    """A command in a process group of its own: whatever the test leaves running (the
+    torchrun agent and its workers alike) is killed when the block ends."""
+    job = subprocess.Popen(
+        cmd,
+        cwd=work,
+        env={**env_for(work), **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
+    try:
+        yield job
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+
+
+def run(work: Path, cmd: list[str], expect: int | None = 0, **env) -> subprocess.CompletedProcess:
+    with launched(work, cmd, **env) as job:
+        stdout, stderr = job.communicate(timeout=LAUNCH_TIMEOUT)
+    done = subprocess.CompletedProcess(cmd, job.returncode, stdout, stderr)
     if expect is not None:
         assert done.returncode == expect, done.stderr[-3000:]
     return done
@@ -256,16 +279,9 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def start_long_run(work: Path, name: str) -> subprocess.Popen:
+def long_run(work: Path, name: str):
     cmd = torchrun("train", "c.txt", *SMALL, "--name", name, "--max-steps", 10**7)
-    return subprocess.Popen(
-        [*cmd, "--eval-every", "50"],
-        cwd=work,
-        env=env_for(work),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return launched(work, [*cmd, "--eval-every", "50"])
 
 
 KILLED_BOUND = 45  # seconds from SIGKILL to torchrun's exit: its monitor, then SIGTERM
@@ -273,32 +289,25 @@ KILLED_BOUND = 45  # seconds from SIGKILL to torchrun's exit: its monitor, then 
 
 @pytest.mark.timeout(2 * LAUNCH_TIMEOUT)
 def test_a_rank_killed_ends_the_job_in_bounded_time_and_checkpoints_load(work):
-    job = start_long_run(work, "killed")
-    try:
+    with long_run(work, "killed") as job:
         wait_for(work / "checkpoints" / "killed" / "last.pt", job)
         workers = children(job.pid)
         assert len(workers) == 2
         os.kill(max(workers), signal.SIGKILL)
         killed = time.monotonic()
-        job.wait(timeout=KILLED_BOUND)
+        job.communicate(timeout=KILLED_BOUND)
         assert time.monotonic() - killed < KILLED_BOUND
         assert job.returncode != 0
-    finally:
-        job.kill()
-        job.communicate()
     for name in ("best.pt", "last.pt"):
         assert load_checkpoint(work / "checkpoints" / "killed" / name)["step"] > 0
 
 
 @pytest.mark.timeout(2 * LAUNCH_TIMEOUT)
 def test_sigint_to_torchrun_saves_once_and_says_how_to_resume(work):
-    job = start_long_run(work, "stopped")
-    try:
+    with long_run(work, "stopped") as job:
         wait_for(work / "checkpoints" / "stopped" / "last.pt", job)
-        job.send_signal(signal.SIGINT)
+        job.send_signal(signal.SIGINT)  # to torchrun alone, which passes it on
         _, stderr = job.communicate(timeout=60)
-    finally:
-        job.kill()
     assert stderr.count("interrupted at step") == 1
     assert "resume with: torchrun --nproc-per-node 2 -m charrnn train c.txt --resume stopped" in (
         stderr
@@ -318,21 +327,15 @@ def test_two_nodes_on_loopback_train_one_run(work, solo):
     """Two torchrun agents, as two machines would start them, meet at a c10d endpoint."""
     endpoint = f"127.0.0.1:{free_port()}"
     args = ["train", "c.txt", *SMALL, "--name", "nodes", "--max-steps", "40"]
-    nodes = []
-    for _node in range(2):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
-               "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint",
-               endpoint, "--rdzv-id", "charrnn-test", "--local-addr", "127.0.0.1",
-               "-m", "charrnn", *args, "--eval-every", "20"]  # fmt: skip
-        nodes.append(subprocess.Popen(
-            cmd, cwd=work, env=env_for(work), stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
-        ))  # fmt: skip
-    try:
+    with ExitStack() as stack:
+        nodes = []
+        for _node in range(2):
+            cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
+                   "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint",
+                   endpoint, "--rdzv-id", "charrnn-test", "--local-addr", "127.0.0.1",
+                   "-m", "charrnn", *args, "--eval-every", "20"]  # fmt: skip
+            nodes.append(stack.enter_context(launched(work, cmd)))
         outputs = [node.communicate(timeout=LAUNCH_TIMEOUT)[1] for node in nodes]
-    finally:
-        for node in nodes:
-            node.kill()
     assert [node.returncode for node in nodes] == [0, 0], outputs
     assert sum("2 processes (2 machines x 1, gloo)" in out for out in outputs) == 1
     assert_same_run(solo, work / "checkpoints" / "nodes")
@@ -343,27 +346,19 @@ def test_two_nodes_on_loopback_train_one_run(work, solo):
 WORKER = Path(__file__).parent / "helpers" / "torchrun_worker.py"
 
 
-def odd_rank_job(work: Path, *args, **env) -> subprocess.Popen:
+def odd_rank_job(work: Path, *args, **env) -> subprocess.CompletedProcess:
     """torchrun with 2 ranks, rank 1 made odd by `env` (see helpers/torchrun_worker.py)."""
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    return subprocess.Popen(
-        [*launch, "--nproc-per-node", "2", str(WORKER), *map(str, args)],
-        cwd=work,
-        env={**env_for(work), **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    cmd = [*launch, "--nproc-per-node", "2", str(WORKER), *map(str, args)]
+    return run(work, cmd, **env)
 
 
 @pytest.mark.timeout(2 * LAUNCH_TIMEOUT)
 def test_the_first_clock_to_run_out_ends_every_rank(work):
     """Rank 1's clock runs twice as fast: the run ends when rank 1's budget is spent,
     on both ranks at the same step (a rank left training would wait forever)."""
-    job = odd_rank_job(work, "train", "c.txt", *SMALL, "--name", "clock", "--time", "6s",
-                       CHARRNN_TEST_FAST_CLOCK="1")  # fmt: skip
-    _, stderr = job.communicate(timeout=LAUNCH_TIMEOUT)
-    assert job.returncode == 0, stderr[-3000:]
+    odd_rank_job(work, "train", "c.txt", *SMALL, "--name", "clock", "--time", "6s",
+                 CHARRNN_TEST_FAST_CLOCK="1")  # fmt: skip
     last = load_checkpoint(work / "checkpoints" / "clock" / "last.pt")
     assert last["status"] == "finished"
     assert last["elapsed"] < 5  # rank 0's own clock: it stopped when rank 1's ran out
@@ -373,10 +368,8 @@ def test_the_first_clock_to_run_out_ends_every_rank(work):
 def test_a_step_one_rank_finds_non_finite_is_skipped_on_every_rank(work):
     """Rank 1's loss is NaN at steps 3 and 4, rank 0's never is: both skip them, and
     rank 0's checkpoint counts the two skips."""
-    job = odd_rank_job(work, "train", "c.txt", *SMALL, "--name", "nan", "--max-steps", "12",
-                       CHARRNN_TEST_NAN_STEPS="1:3,4")  # fmt: skip
-    _, stderr = job.communicate(timeout=LAUNCH_TIMEOUT)
-    assert job.returncode == 0, stderr[-3000:]
+    odd_rank_job(work, "train", "c.txt", *SMALL, "--name", "nan", "--max-steps", "12",
+                 CHARRNN_TEST_NAN_STEPS="1:3,4")  # fmt: skip
     assert load_checkpoint(work / "checkpoints" / "nan" / "last.pt")["skipped_steps"] == 2
 
 
@@ -388,14 +381,11 @@ def rank_of(pid: int) -> int:
 @pytest.mark.timeout(2 * LAUNCH_TIMEOUT)
 def test_sigterm_to_one_rank_stops_every_rank(work):
     """A scheduler may signal one process: the stop is agreed, last.pt saved once."""
-    job = start_long_run(work, "one-signal")
-    try:
+    with long_run(work, "one-signal") as job:
         wait_for(work / "checkpoints" / "one-signal" / "last.pt", job)
         rank1 = next(pid for pid in children(job.pid) if rank_of(pid) == 1)
         os.kill(rank1, signal.SIGTERM)
         _, stderr = job.communicate(timeout=60)
-    finally:
-        job.kill()
     assert stderr.count("interrupted at step") == 1
     assert load_checkpoint(work / "checkpoints" / "one-signal" / "last.pt")["status"] == (
         "interrupted"
