@@ -81,9 +81,8 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.job = job or Job.solo()
         self.device, self.precision, self.threads = take_machine(config, self.job.device)
-        self.machine = Machine(
-            device_label(self.device), self.precision, self.threads, self.job.world
-        )
+        label = device_label(self.device)
+        self.machine = Machine(label, self.precision, self.threads, self.job.world)
         self.recorded_machine: dict | None = None  # what a resumed run ran on
         check_corpus_size(corpus, config.batch_size, config.seq_len, config.val_frac)
         config.check()
@@ -312,10 +311,8 @@ class Trainer:
             self._emit("on_checkpoint", kind, payload(self, state, rng_states))
 
     def _log_train(self, meter: IntervalMeter) -> None:
-        record = metric(
-            self, "train", train_loss=meter.loss, chars_per_s=round(meter.chars_per_s, 1)
-        )
-        self._emit("on_log", record)
+        speed = round(meter.chars_per_s, 1)
+        self._emit("on_log", metric(self, "train", train_loss=meter.loss, chars_per_s=speed))
 
 
 def take_machine(
