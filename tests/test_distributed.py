@@ -226,6 +226,10 @@ def test_two_ranks_follow_one_rank_and_the_checkpoint_samples(work, solo, run_cl
                         two / "best.pt", "--length", "40", "--rng-seed", "1"])  # fmt: skip
     assert len(sample.stdout) >= 40
     run(work, [sys.executable, "-m", "charrnn", "info", two / "last.pt"])
+    # a refusal every rank reaches alike is said once, by rank 0
+    again = run(work, torchrun("train", "c.txt", "--resume", "two"), expect=None)
+    assert again.returncode != 0 and again.stderr.count("error: ") == 1, again.stderr
+    assert "already reached its length" in again.stderr
 
 
 @pytest.mark.timeout(4 * LAUNCH_TIMEOUT)

@@ -25,7 +25,7 @@ from charrnn.cli.console import (
 )
 from charrnn.cli.options import SectionedCommand, SectionOption, config_options, out_option
 from charrnn.cli.progress import EncodeProgress, TrainProgress
-from charrnn.errors import CharrnnError
+from charrnn.errors import CharrnnError, EveryRankError
 from charrnn.model.config import ModelConfig
 from charrnn.options import format_duration
 from charrnn.text.config import TextConfig, TokenizerConfig
@@ -118,12 +118,13 @@ def train_job(ctx, job, corpus, run_name, out, resume, options, given) -> None:
     plan = plan_job_run(job, corpus[0], options, given, run_name, out, resume)
     job.check_batch(planned_batch_size(plan, options, given))  # before any slow work
     corpus_data = job.in_turn(lambda: read_corpus(corpus, plan, show=job.is_main))
-    model_config, train_config = plan_configs(plan, corpus_data, options, given)
-    # the Trainer checks the corpus size and, on resume, the corpus hash, before printing
-    trainer = run_trainer(
-        corpus_data, model_config, train_config, plan.run_dir, resume=plan.checkpoint, job=job
-    )
-    refuse_finished_run(trainer)
+    with said_by_rank_0():
+        model_config, train_config = plan_configs(plan, corpus_data, options, given)
+        # the Trainer checks the corpus size and, on resume, the corpus hash, before printing
+        trainer = run_trainer(
+            corpus_data, model_config, train_config, plan.run_dir, resume=plan.checkpoint, job=job
+        )
+        refuse_finished_run(trainer)
     describe_start(corpus_data, model_config, train_config, plan.run_dir, plan.checkpoint)
     describe_job(job)
     describe_machine(trainer, ctx.meta.get(RECORDED_MACHINE))
@@ -152,6 +153,18 @@ def read_corpus(corpus, plan, show: bool):
             val_frac=plan.val_frac,
             progress=progress.update if show else None,
         )
+
+
+@contextmanager
+def said_by_rank_0():
+    """Refusals that follow from what every rank read alike (the plan, the corpus, the
+    checkpoint) come out the same on every rank: under torchrun rank 0 says them once."""
+    try:
+        yield
+    except EveryRankError:
+        raise
+    except CharrnnError as e:
+        raise EveryRankError(str(e)) from None
 
 
 @contextmanager
