@@ -62,8 +62,8 @@ def torchrun_place() -> Place | None:
 def job_device(option: str, place: Place) -> torch.device:
     """The device this rank trains on: cuda:LOCAL_RANK when CUDA is chosen."""
     device = resolve_device(option)
-    if device.type == "mps" and place.world > 1:
-        raise CharrnnError("torchrun with several processes needs CUDA or the CPU, not MPS")
+    if device.type == "mps":  # gloo cannot carry MPS tensors, nor DDP sync them
+        raise CharrnnError("under torchrun, train on CUDA or the CPU (--device cpu), not MPS")
     if device.type != "cuda":
         return device
     if device.index is not None and place.local_world > 1:
@@ -153,6 +153,14 @@ class Job:
             return list(values)
         t = torch.tensor(values, dtype=torch.float64)
         torch.distributed.all_reduce(t, group=self.control)
+        return t.tolist()
+
+    def max(self, *values: float) -> list[float]:
+        """Each value's largest over the ranks."""
+        if not self.active:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX, group=self.control)
         return t.tolist()
 
     def mean(self, value: float) -> float:

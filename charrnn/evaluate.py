@@ -43,7 +43,8 @@ def evaluate_shared(
     loss_sum, count = job.sum(loss_sum, count)
     if count == 0:
         raise CharrnnError("the validation split has no characters to evaluate")
-    return loss_sum / count
+    # rank 0's number, bit for bit, everywhere: best.pt and patience follow from it
+    return job.share(loss_sum / count)
 
 
 @torch.inference_mode()

@@ -350,22 +350,27 @@ def test_two_nodes_on_loopback_train_one_run(work, solo):
 WORKER = Path(__file__).parent / "helpers" / "torchrun_worker.py"
 
 
-def odd_rank_job(work: Path, *args, **env) -> subprocess.CompletedProcess:
+def odd_rank_job(work: Path, *args, expect: int | None = 0, **env):
     """torchrun with 2 ranks, rank 1 made odd by `env` (see helpers/torchrun_worker.py)."""
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     cmd = [*launch, "--nproc-per-node", "2", str(WORKER), *map(str, args)]
-    return run(work, cmd, **env)
+    return run(work, cmd, expect, **env)
 
 
 @pytest.mark.timeout(2 * LAUNCH_TIMEOUT)
 def test_the_first_clock_to_run_out_ends_every_rank(work):
     """Rank 1's clock runs twice as fast: the run ends when rank 1's budget is spent,
     on both ranks at the same step (a rank left training would wait forever)."""
+    weights = work / "clock-weights"
+    weights.mkdir()
     odd_rank_job(work, "train", "c.txt", *SMALL, "--name", "clock", "--time", "6s",
-                 CHARRNN_TEST_FAST_CLOCK="1")  # fmt: skip
+                 CHARRNN_TEST_FAST_CLOCK="1", CHARRNN_TEST_WEIGHTS=str(weights))  # fmt: skip
     last = load_checkpoint(work / "checkpoints" / "clock" / "last.pt")
     assert last["status"] == "finished"
     assert last["elapsed"] < 5  # rank 0's own clock: it stopped when rank 1's ran out
+    # one clock for the schedule too: the same learning rates, so the same weights
+    ranks = [torch.load(weights / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
 
 
 @pytest.mark.timeout(2 * LAUNCH_TIMEOUT)
@@ -408,3 +413,16 @@ def test_torchrun_variables_without_torchrun_are_one_line(tmp_path, monkeypatch,
     assert result.exit_code == 1
     assert result.stderr.startswith("error: could not join the job torchrun's variables")
     assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.timeout(2 * LAUNCH_TIMEOUT)
+def test_an_error_on_one_rank_is_one_line_there_and_ends_the_job(work):
+    """Rank 1 alone fails: it says why, rank 0 says it lost contact, nobody shows a
+    traceback of ours, and the checkpoints saved before still load."""
+    done = odd_rank_job(work, "train", "c.txt", *SMALL, "--name", "fails", "--max-steps",
+                        "100", "--eval-every", "10", CHARRNN_TEST_FAIL="1:25",
+                        expect=None)  # fmt: skip
+    assert done.returncode != 0
+    assert "error: rank 1: a failure on rank 1 alone" in done.stderr
+    assert not re.search(r'File ".*/charrnn/', done.stderr), done.stderr[-3000:]
+    assert load_checkpoint(work / "checkpoints" / "fails" / "last.pt")["step"] == 20

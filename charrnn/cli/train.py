@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import signal
 import sys
@@ -32,6 +33,10 @@ from charrnn.text.config import TextConfig, TokenizerConfig
 from charrnn.train.config import TrainConfig
 
 RECORDED_MACHINE = "charrnn.recorded_machine"  # ctx.meta key: what a replayed run ran on
+# what torch.distributed's errors say when another rank is gone or late
+COLLECTIVE_FAILURE = re.compile(
+    r"gloo|nccl|ProcessGroup|Connection (closed|reset)|timed? ?out|DistBackendError", re.I
+)
 
 
 @click.command(cls=SectionedCommand)
@@ -120,10 +125,12 @@ def train_job(ctx, job, corpus, run_name, out, resume, options, given) -> None:
     corpus_data = job.in_turn(lambda: read_corpus(corpus, plan, show=job.is_main))
     with said_by_rank_0():
         model_config, train_config = plan_configs(plan, corpus_data, options, given)
-        # the Trainer checks the corpus size and, on resume, the corpus hash, before printing
-        trainer = run_trainer(
-            corpus_data, model_config, train_config, plan.run_dir, resume=plan.checkpoint, job=job
-        )
+    # the Trainer checks the corpus size and, on resume, the corpus hash, before printing;
+    # what it refuses may be this machine's alone (a precision), so every rank says it
+    trainer = run_trainer(
+        corpus_data, model_config, train_config, plan.run_dir, resume=plan.checkpoint, job=job
+    )
+    with said_by_rank_0():
         refuse_finished_run(trainer)
     describe_start(corpus_data, model_config, train_config, plan.run_dir, plan.checkpoint)
     describe_job(job)
@@ -158,7 +165,8 @@ def read_corpus(corpus, plan, show: bool):
 @contextmanager
 def said_by_rank_0():
     """Refusals that follow from what every rank read alike (the plan, the corpus, the
-    checkpoint) come out the same on every rank: under torchrun rank 0 says them once."""
+    checkpoint) come out the same on every rank: under torchrun rank 0 says them once.
+    Only checks of shared data belong here, never of this machine."""
     try:
         yield
     except EveryRankError:
@@ -170,11 +178,12 @@ def said_by_rank_0():
 @contextmanager
 def lost_ranks(job):
     """Under torchrun, a collective that fails (another rank died or hung past
-    --dist-timeout) ends this rank with one line, not a traceback."""
+    --dist-timeout) ends this rank with one line, not a traceback. Any other error
+    (out of memory, a bug) keeps its own."""
     try:
         yield
-    except RuntimeError as e:
-        if not job.active or isinstance(e, CharrnnError):
+    except RuntimeError as e:  # gloo's "Connection closed by peer" is a plain one
+        if not job.active or not COLLECTIVE_FAILURE.search(str(e)):
             raise
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise CharrnnError(f"lost contact with the other processes of the job ({first})") from None
@@ -192,7 +201,7 @@ def describe_job(job) -> None:
 def report_ending(result, train_config, corpus, plan, received, job) -> None:
     """Why training stopped, when it was not the planned length; an exit status to match."""
     if result.status == "nonfinite":
-        raise CharrnnError(
+        raise EveryRankError(  # the skips are agreed: every rank stops here alike
             f"stopped at step {result.steps:,}: {train_config.max_skips} steps in a row had a "
             f"non-finite loss or gradient; the weights were kept finite and best.pt is intact "
             f"(try a lower --lr or --grad-clip)"
@@ -324,8 +333,9 @@ def describe_start(corpus, model_config, train_config, run_dir: Path, ckpt) -> N
 @contextmanager
 def stop_on_signals(trainer, abort_on_second: bool = True):
     """First Ctrl-C or SIGTERM: finish the step, save, exit. A second Ctrl-C aborts,
-    except under torchrun: a Ctrl-C reaches each rank from the terminal and again from
-    torchrun, and torchrun kills a rank that does not stop within its own timeout."""
+    except under torchrun, where the first signal is all that counts: every rank must
+    reach the agreed stop and its collectives, and torchrun itself kills a rank that
+    has not stopped within its shutdown timeout (30 s)."""
     received: list[int] = []
 
     def handler(signum, frame):

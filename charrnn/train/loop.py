@@ -45,7 +45,7 @@ from charrnn.train.callbacks import Callback, EvalStats, StepStats, TrainResult
 from charrnn.train.config import TrainConfig
 from charrnn.train.optim import make_optimizer, optimizer_step
 from charrnn.train.schedule import Length, Schedule, warmup_steps
-from charrnn.train.state import payload, rank_seed, restore
+from charrnn.train.state import payload, rank_seed, restore, rng_state
 from charrnn.train.tally import IntervalMeter, StepTally, metric_record
 
 AUTO_EVAL_SHARE = 0.05
@@ -148,14 +148,15 @@ class Trainer:
         for callback in self.callbacks:
             getattr(callback, hook)(*args)
 
+    def patience_ran_out(self) -> bool:
+        patience = self.config.patience
+        return patience is not None and evals_without_improvement(self.evals) >= patience
+
     def done_reason(self) -> str | None:
         """Why this run cannot go on as configured: "length", "patience" or None."""
         if self.length_reached():
             return "length"
-        patience = self.config.patience
-        if patience is not None and evals_without_improvement(self.evals) >= patience:
-            return "patience"
-        return None
+        return "patience" if self.patience_ran_out() else None
 
     def _run(self) -> TrainResult:
         self.model.train()
@@ -168,10 +169,13 @@ class Trainer:
         eval_seconds = 0.0  # how long the last evaluation took; the final one will be alike
         last_eval_end = time.perf_counter()
 
-        # every rank's clock differs: the run ends when any rank's budget is spent
-        while not self.job.any(self.length_reached(time.perf_counter() - start + eval_seconds))[0]:
+        while True:
+            # every rank's clock differs: all take the latest, so the learning rate is
+            # the same everywhere and the run ends when any rank's budget is spent
             step_start = time.perf_counter()
-            self.elapsed = step_start - start
+            self.elapsed, with_eval = self.job.max(step_start - start, eval_seconds)
+            if self.length_reached(self.elapsed + with_eval):
+                break
             self._train_step(self.schedule(self.step, self.elapsed))
             if self.step % self.sync_every == 0 or self.step % self.config.log_every == 0:
                 self._sync()
@@ -197,7 +201,7 @@ class Trainer:
                 eval_seconds = self._evaluate_and_save(start)
                 last_eval_end = time.perf_counter()
                 meter.restart_clock()  # keep evaluation time out of chars/s
-                if self.done_reason() == "patience":
+                if self.patience_ran_out():
                     self.status = "patience"
                     break
 
@@ -306,7 +310,7 @@ class Trainer:
         self._sync()  # the payload records every step so far
         self.meter.loss_sum = self.job.mean(self.meter.loss_sum)
         state = self.job.gather_rows(self.state)
-        rng_states = self.job.gather_objects(torch.get_rng_state())
+        rng_states = self.job.gather_objects(rng_state(self.device))
         if self.job.is_main:
             self._emit("on_checkpoint", kind, payload(self, state, rng_states))
 

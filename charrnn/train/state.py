@@ -32,12 +32,10 @@ def payload(trainer: Trainer, state=None, rng_states: list | None = None) -> dic
     weights) and what resuming needs (optimizer, position, carried state, RNG, schedule).
 
     Under torchrun, `state` is every rank's carried state gathered in stream order and
-    `rng_states` each rank's generator; by default, this process's own."""
-    rng = {"torch": torch.get_rng_state()}
+    `rng_states` each rank's `rng_state(device)`; by default, this process's own."""
+    rng = rng_state(trainer.device)
     if rng_states is not None and len(rng_states) > 1:
         rng["ranks"] = list(rng_states)
-    if trainer.device.type == "cuda":
-        rng["cuda"] = torch.cuda.get_rng_state(trainer.device)
     return {
         "charrnn_version": __version__,
         "model_config": trainer.model.config.to_dict(),
@@ -113,9 +111,13 @@ def restore(trainer: Trainer, ckpt: dict) -> None:
         trainer.state = state
     else:  # the streams are cut differently now: start a fresh pass over the data
         trainer.window, trainer.state = 0, None
-    trainer.rng_state = rank_rng_state(trainer, ckpt["rng"])
-    if "cuda" in ckpt["rng"] and trainer.device.type == "cuda":
-        torch.cuda.set_rng_state(ckpt["rng"]["cuda"], trainer.device)
+    mine = rank_rng(trainer, ckpt["rng"])
+    trainer.rng_state = mine["torch"]
+    if trainer.device.type == "cuda":  # where dropout draws on a GPU
+        if "cuda" in mine:
+            torch.cuda.set_rng_state(mine["cuda"], trainer.device)
+        elif "seed" in mine:
+            torch.cuda.manual_seed(mine["seed"])
 
 
 def rank_seed(seed: int, step: int, rank: int) -> int:
@@ -123,19 +125,25 @@ def rank_seed(seed: int, step: int, rank: int) -> int:
     return (seed * 1_000_003 + step * 9_176 + rank) % (1 << 63)
 
 
-def rank_rng_state(trainer: Trainer, rng: dict) -> torch.Tensor:
-    """This rank's dropout generator: its own from the checkpoint when the run had as
-    many ranks, rank 0's for rank 0, else a fresh one of its own."""
+def rng_state(device: torch.device) -> dict:
+    """The generators dropout draws from: torch's, and the GPU's on CUDA."""
+    rng = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(device)
+    return rng
+
+
+def rank_rng(trainer: Trainer, rng: dict) -> dict:
+    """This rank's generators: its own from the checkpoint when the run had as many
+    ranks, rank 0's for rank 0, else fresh ones of its own (a "seed" for the GPU's)."""
     job = trainer.job
-    ranks = rng.get("ranks") or [rng["torch"]]
+    ranks = rng.get("ranks") or [rng]
     if len(ranks) == job.world:
         return ranks[job.rank]
     if job.rank == 0:
-        return rng["torch"]
-    generator = torch.Generator().manual_seed(
-        rank_seed(trainer.config.rng_seed, trainer.step, job.rank)
-    )
-    return generator.get_state()
+        return rng
+    seed = rank_seed(trainer.config.rng_seed, trainer.step, job.rank)
+    return {"torch": torch.Generator().manual_seed(seed).get_state(), "seed": seed}
 
 
 def resumed_segment(trainer: Trainer, ckpt: dict) -> Segment:

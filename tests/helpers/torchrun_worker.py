@@ -4,6 +4,8 @@ every decision is the same on every rank. Set by the environment of the test:
   CHARRNN_TEST_FAST_CLOCK=R       rank R's clock runs at twice the speed
   CHARRNN_TEST_NAN_STEPS=R:S,...  rank R's loss is NaN at steps S (its gradient stays
                                   finite, so only an agreed skip keeps the ranks alike)
+  CHARRNN_TEST_FAIL=R:S           rank R alone fails (a CharrnnError) at step S
+  CHARRNN_TEST_WEIGHTS=DIR        each rank saves its final weights as DIR/rankN.pt
 """
 
 import os
@@ -38,11 +40,46 @@ def nan_losses(steps: set[int]) -> None:
     CharRNN.forward = odd_forward
 
 
+def fail_at(step: int) -> None:
+    from charrnn.errors import CharrnnError
+    from charrnn.train.loop import Trainer
+
+    train_step = Trainer._train_step
+
+    def failing_step(self, lr):
+        if self.step == step:
+            raise CharrnnError(f"a failure on rank {RANK} alone")
+        train_step(self, lr)
+
+    Trainer._train_step = failing_step
+
+
+def save_weights(folder: str) -> None:
+    import torch
+
+    from charrnn.train.loop import Trainer
+
+    run = Trainer.run
+
+    def run_and_save(self):
+        result = run(self)
+        torch.save(self.model.state_dict(), os.path.join(folder, f"rank{RANK}.pt"))
+        return result
+
+    Trainer.run = run_and_save
+
+
 if os.environ.get("CHARRNN_TEST_FAST_CLOCK") == str(RANK):
     fast_clock()
 rank, _, steps = os.environ.get("CHARRNN_TEST_NAN_STEPS", "").partition(":")
 if rank == str(RANK):
     nan_losses({int(s) for s in steps.split(",")})
+
+rank, _, step = os.environ.get("CHARRNN_TEST_FAIL", "").partition(":")
+if rank == str(RANK):
+    fail_at(int(step))
+if folder := os.environ.get("CHARRNN_TEST_WEIGHTS"):
+    save_weights(folder)
 
 from charrnn.cli import main  # noqa: E402
 
