@@ -6,8 +6,8 @@ LOCAL_WORLD_SIZE through its environment; charrnn launches, rendezvouses and wat
 nothing itself. The backend is nccl for CUDA (each process on cuda:LOCAL_RANK) and
 gloo on the CPU. Decisions that end or skip a step must come out the same on every
 rank, or one rank waits in a collective the others never reach: they go through
-`any`, a MAX all-reduce on a CPU-side gloo group, so a GPU run never waits on its
-queue to decide.
+`any` and `max`, MAX all-reduces on a CPU-side gloo group, so a GPU run never waits
+on its queue to decide.
 """
 
 from __future__ import annotations
@@ -141,11 +141,7 @@ class Job:
 
     def any(self, *flags: bool) -> list[bool]:
         """Each flag, true on every rank if it is true on any."""
-        if not self.active:
-            return [bool(f) for f in flags]
-        t = torch.tensor([float(bool(f)) for f in flags])
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX, group=self.control)
-        return [bool(v) for v in t.tolist()]
+        return [v > 0 for v in self.max(*(float(bool(f)) for f in flags))]
 
     def sum(self, *values: float) -> list[float]:
         """Each value summed over the ranks, in float64."""

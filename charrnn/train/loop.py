@@ -64,6 +64,10 @@ def evals_without_improvement(evals: list[dict]) -> int:
     return streak
 
 
+def patience_ran_out(patience: int | None, evals: list[dict]) -> bool:
+    return patience is not None and evals_without_improvement(evals) >= patience
+
+
 class Trainer:
     """Trains a CharRNN on an encoded corpus; what it makes goes to its callbacks."""
 
@@ -148,15 +152,11 @@ class Trainer:
         for callback in self.callbacks:
             getattr(callback, hook)(*args)
 
-    def patience_ran_out(self) -> bool:
-        patience = self.config.patience
-        return patience is not None and evals_without_improvement(self.evals) >= patience
-
     def done_reason(self) -> str | None:
         """Why this run cannot go on as configured: "length", "patience" or None."""
         if self.length_reached():
             return "length"
-        return "patience" if self.patience_ran_out() else None
+        return "patience" if patience_ran_out(self.config.patience, self.evals) else None
 
     def _run(self) -> TrainResult:
         self.model.train()
@@ -201,7 +201,7 @@ class Trainer:
                 eval_seconds = self._evaluate_and_save(start)
                 last_eval_end = time.perf_counter()
                 meter.restart_clock()  # keep evaluation time out of chars/s
-                if self.patience_ran_out():
+                if patience_ran_out(self.config.patience, self.evals):
                     self.status = "patience"
                     break
 
