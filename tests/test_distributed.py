@@ -132,10 +132,12 @@ def torchrun_takes(option: str) -> bool:
 
 
 def charrnn_option_strings() -> list[str]:
+    """Every option of every command, but hidden old spellings (`--run`): plain charrnn
+    still takes them, and torchrun refuses them with its own message."""
     names = set()
     for command in cli.commands.values():
         for param in command.params:
-            if isinstance(param, click.Option):
+            if isinstance(param, click.Option) and not param.hidden:
                 names.update(param.opts + param.secondary_opts)
     return sorted(names)
 
@@ -144,6 +146,17 @@ def test_the_collision_check_can_fail():
     """`--run` was the option torchrun took for its --run-path; the check sees it."""
     assert torchrun_takes("--run")
     assert not torchrun_takes("--name")
+
+
+def test_the_old_run_option_still_names_a_plain_run(tmp_path, monkeypatch, write_corpus):
+    from tests.conftest import invoke
+
+    monkeypatch.chdir(tmp_path)
+    corpus = write_corpus(corpus_text(200))
+    result = invoke("train", corpus, *SMALL, "--max-steps", "2", "--run", "old")
+    assert result.exit_code == 0, result.output
+    assert "--run is now --name" in result.stderr
+    assert (tmp_path / "checkpoints" / "old" / "last.pt").exists()
 
 
 @pytest.mark.parametrize("option", charrnn_option_strings())

@@ -21,7 +21,7 @@ def option_table(command: click.Command) -> str:
     rows = ["| option | default | meaning |", "|---|---|---|"]
     ctx = click.Context(command, info_name=command.name)
     for param in command.get_params(ctx):
-        if isinstance(param, click.Option) and "--help" not in param.opts:
+        if isinstance(param, click.Option) and "--help" not in param.opts and not param.hidden:
             rows.append(
                 f"| {cell(spelling(param, ctx))} | {cell(default(param))} | {cell(param.help)} |"
             )

@@ -52,6 +52,7 @@ COLLECTIVE_FAILURE = re.compile(
     cls=SectionOption,
     section="run control",
 )
+@click.option("--run", "old_run_name", default=None, hidden=True, help="The old --name.")
 @out_option("Folder that holds the run folders.", section="run control")
 @click.option(
     "--resume",
@@ -77,7 +78,7 @@ COLLECTIVE_FAILURE = re.compile(
     section="run control",
 )
 @click.pass_context
-def train(ctx, corpus, run_name, out, resume, **options):
+def train(ctx, corpus, run_name, out, resume, old_run_name, **options):
     """Train a character-level language model on CORPUS.
 
     CORPUS is one or more text files or folders (every *.txt below, sorted),
@@ -100,6 +101,9 @@ def train(ctx, corpus, run_name, out, resume, **options):
       charrnn train texts/ --tokenizer sentencepiece --sp-type char --coverage 0.9995
       charrnn train big.txt.xz --tokenizer byte --time 1h
     """
+    if old_run_name is not None:  # kept for plain charrnn; torchrun refuses it itself
+        warn("--run is now --name: torchrun reads --run as its own --run-path")
+        run_name = old_run_name if run_name is None else run_name
     with user_errors():
         from charrnn.distributed import joined
 
