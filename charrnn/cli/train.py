@@ -87,9 +87,10 @@ def train(ctx, corpus, run_name, out, resume, old_run_name, **options):
     cached by content, so the next run starts at once.
 
     The last --val-frac of the text is the validation set. Checkpoints go to
-    OUT/RUN/: best.pt (lowest validation loss) and last.pt (newest), beside
+    OUT/NAME/: best.pt (lowest validation loss) and last.pt (newest), beside
     config.json, metrics.jsonl and loss.png. Ctrl-C saves last.pt and prints
-    the command that resumes.
+    the command that resumes. Under torchrun each process trains its share
+    of the --batch-size streams (data-parallel; see the README).
 
     \b
     Examples:
@@ -100,6 +101,7 @@ def train(ctx, corpus, run_name, out, resume, old_run_name, **options):
       charrnn train --config checkpoints/mine/config.json --name again
       charrnn train texts/ --tokenizer sentencepiece --sp-type char --coverage 0.9995
       charrnn train big.txt.xz --tokenizer byte --time 1h
+      torchrun --standalone --nproc-per-node 4 -m charrnn train input.txt --batch-size 128
     """
     if old_run_name is not None:  # kept for plain charrnn; torchrun refuses it itself
         warn("--run is now --name: torchrun reads --run as its own --run-path")
