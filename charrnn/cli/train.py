@@ -146,9 +146,12 @@ def train_job(ctx, job, corpus, run_name, out, resume, options, given) -> None:
         if job.is_main:
             trainer.callbacks.append(progress)
         result = trainer.run()
+    if not job.is_main:
+        # rank 0 reports and sets the job's exit status; a non-zero exit here would
+        # have torchrun stop rank 0 before it says why the run ended
+        return
     show_summary(result, trainer, plan.run_dir)
-    if job.is_main:
-        plot_run(plan.run_dir)
+    plot_run(plan.run_dir)
     report_ending(result, train_config, corpus, plan, received, job)
 
 
