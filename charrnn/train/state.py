@@ -32,8 +32,9 @@ def payload(trainer: Trainer, state=None, rng_states: list | None = None) -> dic
     weights) and what resuming needs (optimizer, position, carried state, RNG, schedule).
 
     Under torchrun, `state` is every rank's carried state gathered in stream order and
-    `rng_states` each rank's `rng_state(device)`; by default, this process's own."""
-    rng = rng_state(trainer.device)
+    `rng_states` each rank's `rng_state(device)`, rank 0's first; by default, this
+    process's own."""
+    rng = dict(rng_states[0]) if rng_states else rng_state(trainer.device)
     if rng_states is not None and len(rng_states) > 1:
         rng["ranks"] = list(rng_states)
     return {
