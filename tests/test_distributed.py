@@ -35,6 +35,9 @@ WORDS = ["the", "king", "queen", "and", "of", "to", "my", "lord", "thou", "art",
 # a model small enough that torch's start-up, not training, is most of each launch
 SMALL = ["--hidden", "32", "--layers", "1", "--embed", "16", "--batch-size", "8"]
 SMALL += ["--seq-len", "32", "--log-every", "5", "--dropout", "0"]
+# fp32 everywhere: on an AMX CPU `auto` picks bf16, whose rounding would differ between
+# a batch of 8 streams and two of 4, and the runs compared here must agree to 1e-4
+SMALL += ["--precision", "fp32"]
 LAUNCH_TIMEOUT = 150  # seconds for one torchrun command; a hang fails, never stalls CI
 
 
@@ -192,6 +195,35 @@ def test_each_rank_takes_its_own_gpu_when_cuda_is_there(monkeypatch):
         job_device("cuda:0", place)
     with pytest.raises(CharrnnError, match="more than the 2 CUDA GPUs"):
         job_device("cuda", Place(rank=2, world=3, local_rank=2, local_world=3))
+
+
+@pytest.mark.parametrize("cuda, backend", [(True, "nccl"), (False, "gloo")])
+def test_the_backend_follows_the_probed_device(monkeypatch, cuda, backend):
+    """nccl where CUDA is found, gloo elsewhere; the group itself is not made here."""
+    import charrnn.distributed as distributed
+
+    made = {}
+    monkeypatch.setattr(distributed, "torchrun_place", lambda: Place(0, 2, 0, 2))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: made.update(device=device))
+    monkeypatch.setattr(
+        torch.distributed, "init_process_group", lambda name, **kw: made.update(backend=name)
+    )
+    monkeypatch.setattr(torch.distributed, "new_group", lambda **kw: kw["backend"])
+    job = distributed.start_job("auto", 60)
+    assert made["backend"] == backend and job.control == "gloo" and job.active
+    assert job.device == (torch.device("cuda", 0) if cuda else torch.device("cpu"))
+    assert ("device" in made) == cuda
+
+
+def test_mps_is_refused_under_torchrun(monkeypatch):
+    import charrnn.runtime
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(charrnn.runtime, "mps_available", lambda: True)
+    with pytest.raises(CharrnnError, match="not MPS"):
+        job_device("auto", Place(0, 1, 0, 1))
 
 
 def test_without_cuda_the_ranks_train_on_the_cpu(monkeypatch):
