@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from charrnn.errors import CharrnnError, EveryRankError
+from charrnn.inference import map_state
 from charrnn.runtime import resolve_device
 
 CORPUS_WAIT = dt.timedelta(hours=24)  # others wait this long for rank 0 to encode a corpus
@@ -182,13 +183,15 @@ class Job:
     def gather_rows(self, state):
         """The carried state of every rank's streams, in global stream order: each
         (layers, B/world, H) part joined along the stream dimension, on every rank."""
-        if not self.active or state is None:
+        if not self.active:
             return state
-        if isinstance(state, tuple):
-            return tuple(self.gather_rows(s) for s in state)
-        parts = [torch.empty_like(state) for _ in range(self.world)]
-        torch.distributed.all_gather(parts, state.contiguous())
-        return torch.cat(parts, dim=1)
+
+        def gather(part: torch.Tensor) -> torch.Tensor:
+            parts = [torch.empty_like(part) for _ in range(self.world)]
+            torch.distributed.all_gather(parts, part.contiguous())
+            return torch.cat(parts, dim=1)
+
+        return map_state(gather, state)
 
     def gather_objects(self, obj) -> list:
         if not self.active:

@@ -91,14 +91,19 @@ def eval_mode(model: nn.Module):
         model.train(was_training)
 
 
+def map_state(fn, state: State | None) -> State | None:
+    """`fn` applied to each tensor of a state (an LSTM's is a pair); None stays None."""
+    if state is None:
+        return None
+    if isinstance(state, (tuple, list)):
+        return tuple(fn(s) for s in state)
+    return fn(state)
+
+
 def zero_where(state: State | None, condition: torch.Tensor) -> State | None:
     """The state, or zeros (a fresh start) where `condition` () holds, decided on the
     device: NaN * 0 is NaN, so a multiply could not clear a poisoned state."""
-    if state is None:
-        return None
-    if isinstance(state, tuple):
-        return tuple(torch.where(condition, 0.0, s) for s in state)
-    return torch.where(condition, 0.0, state)
+    return map_state(lambda s: torch.where(condition, 0.0, s), state)
 
 
 def detach_state(state: State | None) -> State | None:
@@ -107,15 +112,9 @@ def detach_state(state: State | None) -> State | None:
     The state is kept in fp32 even when bf16 autocast made it, so a checkpoint's
     state resumes under any precision.
     """
-    if state is None:
-        return None
-    if isinstance(state, tuple):
-        return tuple(s.detach().float() for s in state)
-    return state.detach().float()
+    return map_state(lambda s: s.detach().float(), state)
 
 
 def select_rows(state: State, index: torch.Tensor) -> State:
     """Pick (or repeat) batch rows of a state; each tensor is (layers, B, H)."""
-    if isinstance(state, tuple):
-        return tuple(s.index_select(1, index) for s in state)
-    return state.index_select(1, index)
+    return map_state(lambda s: s.index_select(1, index), state)

@@ -69,13 +69,6 @@ class RunLock:
         if self.held:
             self.lock.release()
 
-    def __enter__(self) -> RunLock:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
 
 def check_run_free(folder: Path) -> None:
     """Refuse early, before any slow work, if another process trains into `folder`."""

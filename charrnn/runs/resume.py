@@ -111,6 +111,10 @@ def plan_run(
     if ckpt is None:
         refuse_existing_run(run_dir)
     text_config, tokenizer_config = data_configs(options, given, ckpt)
+    if ckpt is not None:  # refused here, before the corpus is read, not after
+        refuse_clashes(
+            ckpt, options, given, ckpt["model_config"], MODEL_OPTIONS, prefix="a different model: "
+        )
     val_frac = options["val_frac"] if ckpt is None else ckpt["train_config"]["val_frac"]
     return RunPlan(run_dir, ckpt, text_config, tokenizer_config, val_frac)
 
@@ -158,9 +162,6 @@ def plan_configs(
         return ModelConfig(vocab_size=len(corpus.vocab), **model_options), TrainConfig(
             **train_options
         )
-    refuse_clashes(
-        ckpt, options, given, ckpt["model_config"], MODEL_OPTIONS, prefix="a different model: "
-    )
     stored = dict(ckpt["train_config"])
     stored.update({k: v for k, v in train_options.items() if k in given})
     for key in MACHINE_OPTIONS:  # properties of this machine, not of the run

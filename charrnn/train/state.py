@@ -16,6 +16,7 @@ import torch
 from charrnn import __version__
 from charrnn.data.cache import EncodedCorpus
 from charrnn.errors import CharrnnError
+from charrnn.inference import map_state
 from charrnn.train.config import MACHINE_OPTIONS
 from charrnn.train.optim import load_optimizer_state
 from charrnn.train.schedule import Segment
@@ -104,12 +105,7 @@ def restore(trainer: Trainer, ckpt: dict) -> None:
     if same_streams and trainer.window < trainer.batches.n_windows:
         # the state is saved by global stream index: take this rank's streams of it
         rows = trainer.job.rows(trainer.config.batch_size)
-        state = ckpt["state"]
-        if isinstance(state, (tuple, list)):
-            state = tuple(s[:, rows].to(trainer.device) for s in state)
-        elif state is not None:
-            state = state[:, rows].to(trainer.device)
-        trainer.state = state
+        trainer.state = map_state(lambda s: s[:, rows].to(trainer.device), ckpt["state"])
     else:  # the streams are cut differently now: start a fresh pass over the data
         trainer.window, trainer.state = 0, None
     mine = rank_rng(trainer, ckpt["rng"])
