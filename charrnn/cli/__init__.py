@@ -6,6 +6,7 @@
     train.py     charrnn train
     sample.py    charrnn sample
     inspect.py   charrnn eval, runs, info, plot
+    serve.py     charrnn serve (the server itself is charrnn.serve)
     docs.py      the README's option tables, made from the commands
 
 Only this package imports click or rich. Library modules that load torch are
@@ -19,6 +20,7 @@ import click
 from charrnn import __version__
 from charrnn.cli.inspect import eval_command, info_command, plot, runs
 from charrnn.cli.sample import sample
+from charrnn.cli.serve import serve
 from charrnn.cli.train import train
 
 
@@ -31,11 +33,12 @@ def cli():
     Examples:
       charrnn train corpora/shakespeare.txt --time 3m
       charrnn sample --seed "ROMEO:" --length 500
+      charrnn serve
       charrnn train --help
     """
 
 
-for command in (train, sample, eval_command, runs, info_command, plot):
+for command in (train, sample, eval_command, runs, info_command, plot, serve):
     cli.add_command(command)
 
 

@@ -87,6 +87,17 @@ def ban(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return logits.index_fill(-1, ids, -math.inf)
 
 
+@torch.inference_mode()
+def read_ids(model: CharRNN, ids: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+    """Run the model over ids (B, S), S >= 1, from `state`: the logits for the next id
+    (B, V) and the state after the last one."""
+    # in windows, so a megabyte seed never holds (B, S, V) logits at once
+    with eval_mode(model):  # no dropout, even when a training callback samples
+        for window in ids.split(FEED_WINDOW, dim=1):
+            logits, state, _ = model(window, state)  # (B, W, V)
+    return logits[:, -1], state
+
+
 class Streams:
     """B generation streams that share a model: feed text, then step.
 
@@ -119,11 +130,7 @@ class Streams:
             self.pending = None
         if ids.size(1) == 0:
             return
-        # in windows, so a megabyte seed never holds (B, S, V) logits at once
-        with eval_mode(self.model):  # no dropout, even when a training callback samples
-            for window in ids.split(FEED_WINDOW, dim=1):
-                logits, self.state, _ = self.model(window, self.state)  # (B, W, V)
-        self.logits = logits[:, -1]
+        self.logits, self.state = read_ids(self.model, ids, self.state)
 
     def expand(self, n: int) -> None:
         """Copy the one stream primed so far into n identical streams."""

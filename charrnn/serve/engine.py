@@ -1,0 +1,207 @@
+"""Continuous batching: every stream of every request steps together, one batch per model.
+
+One worker thread owns the models and the batches; nothing else touches torch. A
+request (`Job`) goes into a bounded queue (`Engine.submit`, or `Overloaded` at once).
+At each step the worker lets in the queued jobs the batch has room for (their
+prompts are read, then their rows are added to the batch), draws one id for every
+row, and drops the rows that finished or whose job was cancelled. An RNN's state is
+a fixed-size row per stream, so joining and leaving are a concatenation and an
+index: there is no cache to page.
+
+Text leaves the worker through `notify(updates)`, called once per `flush_interval`
+(and at once for a stream's first text or its end), so a server's event loop wakes a
+few dozen times a second, however many streams run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from charrnn.errors import CharrnnError
+from charrnn.serve.batch import ModelBatch
+from charrnn.serve.config import ServeConfig
+from charrnn.serve.jobs import Job, Update
+from charrnn.serve.models import ModelSource, ServedModel, load_model
+
+
+class Overloaded(CharrnnError):
+    """The queue is full: the request is refused now, not buffered."""
+
+
+@dataclass
+class Stats:
+    """What /metrics reports; the worker writes, any thread reads."""
+
+    running_streams: int = 0
+    queued_streams: int = 0
+    characters: int = 0
+    steps: int = 0
+    requests: int = 0
+    refused: Counter = None
+
+    def __post_init__(self):
+        self.refused = Counter()
+        self._lock = threading.Lock()
+
+    def refuse(self, reason: str) -> None:
+        with self._lock:  # the event loop and the worker both count refusals
+            self.refused[reason] += 1
+
+
+class Engine:
+    def __init__(
+        self,
+        sources: list[ModelSource],
+        device,
+        config: ServeConfig,
+        notify: Callable[[list[Update]], None],
+    ):
+        self.sources = sources
+        self.device = device
+        self.config = config
+        self.notify = notify
+        self.stats = Stats()
+        self.models: dict[str, ServedModel] = {}
+        self.ready = threading.Event()
+        self.failure: str | None = None  # why loading failed
+        self._batches: dict[str, ModelBatch] = {}
+        self._pending: deque[Job] = deque()
+        self._waiting = 0  # pending jobs that took a queue place (did not fit at once)
+        self._lock = threading.Condition()
+        self._stopping = False
+        self._outbox: list[Update] = []
+        self._last_flush = 0.0
+        self._thread = threading.Thread(target=self._run, name="charrnn-engine", daemon=True)
+
+    # ------------------------------------------------------------------ any thread
+
+    def start(self) -> Engine:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._lock:
+            self._stopping = True
+            self._lock.notify_all()
+        self._thread.join(timeout)
+
+    def submit(self, job: Job) -> None:
+        """Queue a job, or raise Overloaded when neither the batch nor the queue has room."""
+        with self._lock:
+            queued = self.stats.queued_streams
+            fits = self.stats.running_streams + queued + job.streams <= self.config.max_streams
+            if not fits and self._waiting >= self.config.max_queue:
+                self.stats.refuse("queue_full")
+                raise Overloaded(
+                    f"the server is busy: {self.stats.running_streams} streams are running "
+                    f"and {len(self._pending)} requests wait; try again shortly"
+                )
+            job.took_queue_place = not fits
+            self._waiting += not fits
+            self._pending.append(job)
+            self.stats.queued_streams += job.streams
+            self.stats.requests += 1
+            self._lock.notify_all()
+
+    def cancel(self, job: Job) -> None:
+        """The client is gone: its rows leave at the next step; if it waits, it never starts."""
+        job.cancelled = True
+        with self._lock:
+            self._lock.notify_all()
+
+    # ------------------------------------------------------------------ the worker
+
+    def _run(self) -> None:
+        import torch
+
+        try:
+            with torch.inference_mode():
+                for source in self.sources:
+                    self.models[source.id] = load_model(source, self.device)
+                    self._batches[source.id] = ModelBatch(self.models[source.id])
+        except (CharrnnError, OSError, RuntimeError) as e:
+            self.failure = str(e)
+            self.ready.set()
+            return
+        self.ready.set()
+        with torch.inference_mode():
+            while self._next_round():
+                self._step_all()
+        self._end_all("shutdown")
+
+    def _next_round(self) -> bool:
+        """Wait until there is work; let in the jobs that fit. False when stopping."""
+        with self._lock:
+            while not self._stopping and not self._pending and not self.stats.running_streams:
+                self._flush(force=True)
+                self._lock.wait(timeout=1.0)
+            if self._stopping:
+                return False
+            joining = self._admissible()
+        for job in joining:
+            try:
+                self._batches[job.model].join(job)
+                job.started = True
+            except Exception as e:  # noqa: BLE001 - one bad request must not stop the server
+                self._post([Update(job, i, "", "error", str(e)) for i in range(job.streams)])
+        with self._lock:
+            self.stats.running_streams = sum(len(b.rows) for b in self._batches.values())
+        return True
+
+    def _admissible(self) -> list[Job]:
+        """Pop the queued jobs, oldest first, while the batch has room (lock held)."""
+        room = self.config.max_streams - self.stats.running_streams
+        joining = []
+        while self._pending and (self._pending[0].cancelled or self._pending[0].streams <= room):
+            job = self._pending.popleft()
+            self.stats.queued_streams -= job.streams
+            self._waiting -= job.took_queue_place
+            if job.cancelled:  # its client went away while it waited
+                self.stats.refuse("client_gone")
+                continue
+            room -= job.streams
+            joining.append(job)
+        return joining
+
+    def _step_all(self) -> None:
+        for batch in self._batches.values():
+            if not batch.rows:
+                continue
+            try:
+                self._post(batch.step())
+            except Exception as e:  # noqa: BLE001 - fail this batch's jobs, keep serving
+                self._post(batch.fail(f"generation failed: {e}"))
+            self.stats.steps += 1
+        with self._lock:
+            self.stats.running_streams = sum(len(b.rows) for b in self._batches.values())
+            self._flush()
+
+    def _post(self, updates: list[Update]) -> None:
+        for u in updates:
+            self.stats.characters += len(u.text)
+        self._outbox.extend(updates)
+
+    def _flush(self, force: bool = False) -> None:
+        now = time.monotonic()
+        urgent = any(u.first or u.finish for u in self._outbox)
+        if self._outbox and (
+            force or urgent or now - self._last_flush >= self.config.flush_interval
+        ):
+            updates, self._outbox = self._outbox, []
+            self._last_flush = now
+            self.notify(updates)
+
+    def _end_all(self, reason: str) -> None:
+        """On stop: every running and waiting job ends, so no client waits for ever."""
+        for batch in self._batches.values():
+            self._post(batch.fail(reason))
+        with self._lock:
+            pending, self._pending = list(self._pending), deque()
+            self.stats.queued_streams = self.stats.running_streams = 0
+        for job in pending:
+            self._post([Update(job, i, "", "error", reason) for i in range(job.streams)])
+        self._flush(force=True)
