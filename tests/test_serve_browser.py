@@ -1,0 +1,106 @@
+"""The playground page in a real browser: headless Chromium (Debian's package) driven by
+Playwright, against `charrnn serve` on 127.0.0.1.
+
+Playwright's own browser download is never used. Where /usr/bin/chromium is missing
+and we are root with apt-get (CI), the set-up installs it with the CJK and emoji
+fonts; elsewhere the test is skipped with the command to run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+pytest.importorskip("fastapi")
+sync_api = pytest.importorskip("playwright.sync_api")
+
+from tests.serving import metric, running_server, train_tiny_run, wait_until  # noqa: E402
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
+CHROMIUM = "/usr/bin/chromium"
+PACKAGES = ["chromium", "fonts-noto-cjk", "fonts-noto-color-emoji"]
+SEED = "줄리엣: 🌹"  # Korean and an emoji, both in the tiny model's text
+
+
+def ensure_chromium() -> str:
+    if os.path.exists(CHROMIUM):
+        return CHROMIUM
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.skip(f"needs Debian's chromium: apt-get install -y {' '.join(PACKAGES)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]
+    if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=300)
+        done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert os.path.exists(CHROMIUM)
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def browser():
+    executable = ensure_chromium()
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    runs = train_tiny_run(tmp_path_factory.mktemp("browser"))
+    with running_server("--out", runs, "--max-tokens", "1000000") as (proc, base, lines):
+        yield base
+
+
+def output_text(page) -> str:
+    return page.locator("#output").text_content()
+
+
+def test_generate_streams_text_and_stop_stops_it_on_the_server(browser, server, tmp_path):
+    page = browser.new_page(viewport={"width": 1200, "height": 800})
+    page.goto(server + "/")
+    page.get_by_label("Model", exact=True).select_option("tiny")  # labels name every control
+    assert "bits/char" in page.locator("#model-card").text_content()
+    page.get_by_label("Seed", exact=True).fill(SEED)
+    # a longer length than the slider offers, so the text is still coming when Stop is pressed
+    page.eval_on_selector(
+        "#length",
+        "el => { el.max = 1000000; el.value = 1000000; el.dispatchEvent(new Event('input')); }",
+    )
+    page.get_by_role("button", name="Generate").click()
+
+    wait_until(lambda: len(output_text(page)) > len(SEED) + 50, 20, "text to appear")
+    first = output_text(page)
+    assert first.startswith(SEED)
+    wait_until(lambda: len(output_text(page)) > len(first) + 50, 20, "the text to grow")
+    assert metric(server, "charrnn_streams_running") == 1
+
+    page.get_by_role("button", name="Stop").click()
+    wait_until(lambda: metric(server, "charrnn_streams_running") == 0, 10, "the stream to leave")
+    wait_until(lambda: "Stopped" in page.locator("#status").text_content(), 5, "'Stopped.'")
+    stopped = output_text(page)
+    page.wait_for_timeout(300)
+    assert output_text(page) == stopped  # nothing more arrives
+    assert page.get_by_role("button", name="Copy").is_enabled()
+    page.locator("#curve polyline.val").wait_for(timeout=5000)  # the loss curve is drawn
+    shot = tmp_path / "playground.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+
+
+def test_the_keyboard_alone_generates_and_stops(browser, server):
+    page = browser.new_page()
+    page.goto(server + "/")
+    page.locator("#model option").first.wait_for(state="attached", timeout=20_000)
+    page.get_by_label("Seed", exact=True).fill("ROMEO:")
+    page.eval_on_selector("#length", "el => { el.max = 1000000; el.value = 1000000; }")
+    page.get_by_label("Seed", exact=True).press("Control+Enter")
+    wait_until(lambda: len(output_text(page)) > 100, 20, "text to appear")
+    page.keyboard.press("Escape")
+    wait_until(lambda: metric(server, "charrnn_streams_running") == 0, 10, "the stream to leave")
+    page.keyboard.press("Tab")  # focus moves on through the controls
+    assert page.evaluate("document.activeElement !== document.body")
