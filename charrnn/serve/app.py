@@ -18,7 +18,6 @@ import hmac
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -97,9 +96,9 @@ async def watch_loading(engine: Engine, on_loaded) -> None:
 def auth_dependency(engine: Engine, config: ServeConfig):
     bearer = HTTPBearer(auto_error=False, description="The server's --api-key, if it has one.")
 
-    async def require_key(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ):
+    # FastAPI's way to declare a dependency is a default value (it reads `bearer` from here,
+    # which a string annotation could not name)
+    async def require_key(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)):  # noqa: B008
         if config.api_key is None:
             return
         given = credentials.credentials if credentials is not None else ""

@@ -20,9 +20,10 @@ from charrnn.serve.models import ServedModel
 
 
 class Row:
-    """One stream: its job, its completion index and how far it has got."""
+    """One stream: its job, its completion index, how far it has got, and the text made
+    since the engine last collected it."""
 
-    __slots__ = ("job", "index", "rng", "decoder", "matcher", "made", "started")
+    __slots__ = ("job", "index", "rng", "decoder", "matcher", "made", "text", "shown")
 
     def __init__(self, job: Job, index: int, vocab):
         self.job, self.index = job, index
@@ -31,24 +32,32 @@ class Row:
         self.decoder = vocab.decoder()
         self.matcher = StopMatcher(job.stops)
         self.made = 0
-        self.started = False
+        self.text = ""  # not yet collected
+        self.shown = False  # some text was collected before
 
-    def take(self, token_id: int) -> Update | None:
-        """Add one id; the text now safe to show and whether the stream ended."""
+    def take(self, token_id: int) -> str | None:
+        """Add one id to the text; how the stream ended, or None while it goes on."""
         limit = self.job.max_chars
         piece = self.decoder.push(token_id)[: limit - self.made]
         self.made += len(piece)
-        text, finish = self.matcher.push(piece), None
+        self.text += self.matcher.push(piece)
         if self.matcher.done:
-            finish = "stop"
-        elif self.made >= limit:
-            text += self.matcher.push(self.decoder.flush()[: limit - self.made])
-            text += self.matcher.flush()
-            finish = "stop" if self.matcher.done else "length"
-        if not text and finish is None:
-            return None
-        first, self.started = not self.started, True
-        return Update(self.job, self.index, text, finish, first=first)
+            return "stop"
+        if self.made >= limit:
+            self.text += self.matcher.push(self.decoder.flush()[: limit - self.made])
+            self.text += self.matcher.flush()
+            return "stop" if self.matcher.done else "length"
+        return None
+
+    @property
+    def urgent(self) -> bool:
+        """Its first text is waiting: a client's time to the first character."""
+        return bool(self.text) and not self.shown
+
+    def collect(self, finish: str | None = None) -> Update:
+        update = Update(self.job, self.index, self.text, finish, first=not self.shown)
+        self.text, self.shown = "", True
+        return update
 
 
 class ModelBatch:
@@ -61,6 +70,7 @@ class ModelBatch:
         self.state = None  # (layers, B, H), or a pair
         self.logits: torch.Tensor | None = None  # (B, V): each row's next id
         self.settings: RowSettings | None = None
+        self.ended: list[Update] = []  # the last updates of rows that left, not yet collected
 
     def join(self, job: Job) -> None:
         """Read the job's prompts and add its rows to the batch."""
@@ -75,27 +85,36 @@ class ModelBatch:
         self.state, self.logits = concat_rows(states), torch.cat(logits)
         self._settings_changed()
 
-    def step(self) -> list[Update]:
-        """One id for every row; the rows that ended or were cancelled leave."""
+    def step(self) -> bool:
+        """One id for every row; the rows that ended or were cancelled leave. True when
+        some client is waiting for its first text or its end (see `collect`)."""
         self._drop([i for i, r in enumerate(self.rows) if not r.job.cancelled])
         if not self.rows:
-            return []
+            return False
         draws = zip(self.rows, self.settings.greedy, strict=True)
         uniform = [0.0 if greedy else row.rng.random() for row, greedy in draws]  # (B,)
         uniform = torch.tensor(uniform, dtype=torch.float32).to(self.device, non_blocking=True)
         ids = pick_rows(ban(self.logits, self.banned), self.settings, uniform)  # (B,)
-        updates, going_on = [], []
+        going_on, urgent = [], False
         for i, (row, token_id) in enumerate(zip(self.rows, ids.tolist(), strict=True)):
-            update = row.take(token_id)
-            if update is not None:
-                updates.append(update)
-            if update is None or update.finish is None:
+            if (finish := row.take(token_id)) is None:
                 going_on.append(i)
+                urgent = urgent or row.urgent
+            else:
+                self.ended.append(row.collect(finish))
+                urgent = True
         if len(going_on) < len(self.rows):
             ids = ids[going_on] if going_on else ids[:0]
             self._drop(going_on)
         if self.rows:
             self.logits, self.state = self.single_step(ids, self.state)  # (B, V)
+        return urgent
+
+    def collect(self) -> list[Update]:
+        """The text made since the last call, one update per row that has some, and the
+        ends of the rows that left."""
+        updates, self.ended = self.ended, []
+        updates += [row.collect() for row in self.rows if row.text]
         return updates
 
     def fail(self, message: str) -> list[Update]:

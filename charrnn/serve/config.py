@@ -65,9 +65,11 @@ class ServeConfig:
         min=1,
         section="limits",
     )
-    # how often the worker hands text to the connections (seconds): streamed clients get
-    # a chunk per interval, not per step, so 64 streams cost the event loop little
-    flush_interval: float = 0.02
+    # the longest wait (seconds) before the worker hands new text to the connections.
+    # The event loop sends one chunk per stream per hand-over, so the engine waits
+    # longer as streams grow in number (see Engine._flush_interval): 64 streams cost
+    # the event loop about as little as a few.
+    flush_interval: float = 0.1
     # the API key (None: none required) and the origins CORS allows; the CLI sets them
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
