@@ -54,10 +54,10 @@ def make_checkpoint(corpus: Path, work: Path) -> Path:
     return path
 
 
-def offline_rates(path: Path, length: int, repeats: int) -> dict:
+def offline_rates(path: Path, length: int, repeats: int, device: str) -> dict:
     from charrnn.checkpoint import open_model
 
-    model, vocab, _ = open_model(path, "cpu")
+    model, vocab, _ = open_model(path, device)
     config = SampleConfig(temperature=0.8)
 
     def timed(fn) -> list[float]:
@@ -152,9 +152,24 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def start_server(path: Path) -> tuple[subprocess.Popen, str]:
-    cmd = [sys.executable, "-m", "charrnn", "serve", str(path), "--port", "0", "--device",
-           "cpu", "--max-streams", "64", "--max-queue", "64", "--max-tokens", "100000"]  # fmt: skip
+def start_server(path: Path, device: str) -> tuple[subprocess.Popen, str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "charrnn",
+        "serve",
+        str(path),
+        "--port",
+        "0",
+        "--device",
+        device,
+        "--max-streams",
+        "64",
+        "--max-queue",
+        "64",
+        "--max-tokens",
+        "100000",
+    ]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:
         if m := re.search(r"serving at (http://\S+)/", line):
@@ -174,19 +189,23 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=2000, help="characters per request")
     p.add_argument("--offline-length", type=int, default=1000)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cpu", help="where the model runs, offline and served")
     p.add_argument("--json", type=Path, default=Path("build/bench-serve.json"))
     a = p.parse_args()
     if not a.corpus.is_file():
         raise SystemExit(f"error: corpus {a.corpus} not found (set CORPUS=...)")
 
     flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in cpu_flags()]
-    report = {"machine": f"{cpu_model()} [{' '.join(flags)}], {os.cpu_count()} cpus",
+    machine = f"{cpu_model()} [{' '.join(flags)}], {os.cpu_count()} cpus"
+    if a.device.startswith("cuda"):
+        machine = f"{torch.cuda.get_device_name()}; {machine}"
+    report = {"machine": machine, "device": a.device,
               "torch": torch.__version__, "levels": []}  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="charrnn-bench-serve-") as tmp:
         path = make_checkpoint(a.corpus, Path(tmp))
         console.print("offline: generate (1 stream) and sample_batch (64 streams)")
-        before = offline_rates(path, a.offline_length, a.repeats)
-        proc, base = start_server(path)
+        before = offline_rates(path, a.offline_length, a.repeats, a.device)
+        proc, base = start_server(path, a.device)
         try:
             url = base + "/v1/completions"
             asyncio.run(level(url, 4, 2.0, a.max_tokens))  # warm up
@@ -208,7 +227,7 @@ def main() -> None:
         # again once the server is gone: this machine's speed drifts, and the ratio
         # should not depend on when the offline figure was taken
         console.print("offline again")
-        after = offline_rates(path, a.offline_length, a.repeats)
+        after = offline_rates(path, a.offline_length, a.repeats, a.device)
         report["offline_runs"] = {k: before[k] + after[k] for k in before}
         report["offline"] = {k: statistics.median(v) for k, v in report["offline_runs"].items()}
 
