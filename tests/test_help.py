@@ -26,7 +26,8 @@ def sections(help_text: str) -> dict[str, str]:
 def test_train_help_is_grouped_into_sections_in_pipeline_order(run_cli):
     found = sections(run_cli("train", "--help").stdout)
     headings = [h for h in found if h.lower() in SECTIONS]
-    assert headings == [s.capitalize() for s in SECTIONS]
+    training = SECTIONS[: SECTIONS.index("machine") + 1]  # the rest are serve's
+    assert headings == [s.capitalize() for s in training]
     where = {
         "--tokenizer": "Text",
         "--normalize": "Text",
@@ -43,14 +44,22 @@ def test_train_help_is_grouped_into_sections_in_pipeline_order(run_cli):
         assert f"  {option} " in found[heading], (option, heading)
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["sample", "--help"]])
+def test_serve_help_has_its_own_sections(run_cli):
+    found = sections(run_cli("serve", "--help").stdout)
+    assert "  --port " in found["Server"] and "  --api-key " in found["Server"]
+    assert "  --max-queue " in found["Limits"] and "  --device " in found["Machine"]
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["train", "--help"], ["sample", "--help"], ["serve", "--help"]]
+)
 def test_help_imports_neither_torch_nor_numpy(argv):
     code = (
         "import sys, runpy\n"
         f"sys.argv = ['charrnn', *{argv!r}]\n"
         "try:\n    runpy.run_module('charrnn', run_name='__main__')\n"
         "except SystemExit as e:\n    assert e.code == 0, e.code\n"
-        "heavy = {'torch', 'numpy', 'sentencepiece'} & set(sys.modules)\n"
+        "heavy = {'torch', 'numpy', 'sentencepiece', 'fastapi', 'uvicorn'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

@@ -147,6 +147,19 @@ def test_command_line_errors_are_one_line(runs, run_cli, args, message):
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
+def test_without_the_serve_extra_the_command_says_what_to_install(runs, run_cli, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    missing = {"fastapi", "uvicorn"}
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in missing else real(name, *a))  # fmt: skip
+    result = run_cli("serve", "--out", runs, expect=1)
+    assert "error: charrnn serve needs fastapi, uvicorn: pip install 'charrnn[serve]'" in (
+        result.stderr
+    )
+
+
 def test_a_damaged_checkpoint_stops_the_server_with_one_line(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"\0" * 100)

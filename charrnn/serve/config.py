@@ -15,7 +15,7 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 class ServeConfig:
     host: str = option(
         "127.0.0.1",
-        "Address to listen on. Another than loopback exposes the server to the network.",
+        "Address to listen on; any but loopback (0.0.0.0, a LAN address) opens it to others.",
         metavar="ADDR",
         section="server",
     )
