@@ -64,6 +64,7 @@ def test_generate_streams_text_and_stop_stops_it_on_the_server(browser, server, 
     page = browser.new_page(viewport={"width": 1200, "height": 800})
     page.goto(server + "/")
     page.get_by_label("Model", exact=True).select_option("tiny")  # labels name every control
+    assert page.locator("#key-field").is_hidden()  # no key asked for where none is needed
     assert "bits/char" in page.locator("#model-card").text_content()
     page.get_by_label("Seed", exact=True).fill(SEED)
     # a longer length than the slider offers, so the text is still coming when Stop is pressed
@@ -104,3 +105,16 @@ def test_the_keyboard_alone_generates_and_stops(browser, server):
     wait_until(lambda: metric(server, "charrnn_streams_running") == 0, 10, "the stream to leave")
     page.keyboard.press("Tab")  # focus moves on through the controls
     assert page.evaluate("document.activeElement !== document.body")
+
+
+def test_the_page_asks_for_the_api_key_when_the_server_wants_one(browser, tmp_path):
+    runs = train_tiny_run(tmp_path)
+    with running_server("--out", runs, env={"CHARRNN_API_KEY": "k3y"}) as (proc, base, lines):
+        page = browser.new_page()
+        page.goto(base + "/")
+        key = page.get_by_label("API key", exact=True)
+        key.wait_for(state="visible", timeout=20_000)  # shown after the 401
+        key.fill("k3y")
+        key.press("Enter")  # submits the form: the key is kept and the models listed
+        page.locator("#model option").first.wait_for(state="attached", timeout=20_000)
+        assert page.locator("#model").input_value() == "tiny"
