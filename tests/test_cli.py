@@ -314,7 +314,7 @@ def test_readme_option_tables_are_the_commands():
 
     readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
     tables = {m[2] for m in MARKER.finditer(readme)}
-    assert tables == {"train", "sample", "eval", "runs", "info", "plot"}
+    assert tables == {"train", "sample", "eval", "runs", "info", "plot", "serve"}
     assert render(readme, cli.commands) == readme, "run: python -m charrnn.cli.docs README.md"
 
 

@@ -116,6 +116,8 @@ def test_korean_and_emoji_prompts(client):
         ({"logprobs": 2}, "logprobs is not supported", "logprobs"),
         ({"presence_penalty": 0.5}, "presence_penalty is not supported", "presence_penalty"),
         ({"temprature": 1}, "unknown field 'temprature'", "temprature"),
+        ({"stop": ["x" * 257]}, "a stop's length is 257; this server allows at most 256", "stop"),
+        ({"prompt": "ROMEO " * 2000}, "the prompt's length is 12000", "prompt"),
         ({"model": None}, "model", "model"),
     ],
 )
@@ -235,4 +237,34 @@ def test_the_page_and_its_files_are_served(client):
         r = client.get(f"/static/{name}")
         assert r.status_code == 200 and kind in r.headers["content-type"]
     assert "http" not in page.text.replace("http-equiv", "")  # nothing from a CDN
-    assert client.get("/static/../models.py").status_code == 404
+    # a path that climbs out of the static folder, sent as is (%2e%2e is "..")
+    assert client.get("/static/%2e%2e/models.py").status_code == 404
+    assert client.get("/static/..%2fmodels.py").status_code == 404
+
+
+def test_nulls_mean_the_defaults_as_in_openais_api(client):
+    r = complete(client, max_tokens=None, temperature=None, top_p=None, n=None, stream=None,
+                 echo=None, stop=None, seed=None, presence_penalty=None)  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert len(r.json()["choices"]) == 1 and len(r.json()["choices"][0]["text"]) == 16
+
+
+def test_any_integer_seed_is_taken(client):
+    for seed in (-1, 2**70):
+        r = complete(client, max_tokens=10, seed=seed)
+        assert r.status_code == 200, r.text
+    again = [complete(client, max_tokens=20, seed=-5).json()["choices"][0]["text"] for _ in "ab"]
+    assert again[0] == again[1]
+
+
+def test_refusals_are_counted_by_their_reason(runs):
+    with client_for(runs) as client:
+        client.get("/favicon.ico")  # not a model: counted as nothing
+        complete(client, model="other")
+        complete(client, max_tokens=0)
+
+        def count(reason):
+            text = client.get("/metrics").text
+            return float(text.split(f'refused_total{{reason="{reason}"}} ')[1].split()[0])
+
+        assert count("unknown_model") == 1 and count("invalid") == 1

@@ -103,8 +103,9 @@ def test_the_keyboard_alone_generates_and_stops(browser, server):
     wait_until(lambda: len(output_text(page)) > 100, 20, "text to appear")
     page.keyboard.press("Escape")
     wait_until(lambda: metric(server, "charrnn_streams_running") == 0, 10, "the stream to leave")
-    page.keyboard.press("Tab")  # focus moves on through the controls
-    assert page.evaluate("document.activeElement !== document.body")
+    assert page.evaluate("document.activeElement.id") == "seed"
+    page.keyboard.press("Tab")  # focus moves on to the next control
+    assert page.evaluate("document.activeElement.id") == "temperature"
 
 
 def test_the_page_asks_for_the_api_key_when_the_server_wants_one(browser, tmp_path):

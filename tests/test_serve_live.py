@@ -80,6 +80,40 @@ def test_the_openai_client_streams_with_a_stop(client):
     assert [m.id for m in models.data] == ["tiny"]
 
 
+def test_the_openai_client_streams_n_seeded_completions(client):
+    plain = client.completions.create(model="tiny", prompt="ROMEO:", max_tokens=40, n=3, seed=9)
+    texts = ["", "", ""]
+    for chunk in client.completions.create(model="tiny", prompt="ROMEO:", max_tokens=40, n=3,
+                                           seed=9, stream=True):  # fmt: skip
+        for c in chunk.choices:
+            texts[c.index] += c.text
+    assert texts == [c.text for c in plain.choices]
+    assert len(set(texts)) == 3
+
+
+def test_a_plain_request_whose_client_hangs_up_leaves_the_batch(server):
+    body = json.dumps({"model": "tiny", "prompt": "ROMEO:", "max_tokens": LONG}).encode()
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                     + KEY.encode() + b"\r\nContent-Type: application/json\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)  # fmt: skip
+        wait_until(lambda: metric(server, "charrnn_streams_running", AUTH) == 1, 10, "it to run")
+    wait_until(lambda: metric(server, "charrnn_streams_running", AUTH) == 0, 10, "the row to leave")
+
+
+def test_stopping_the_server_ends_a_stream_with_a_message(runs):
+    body = {"model": "tiny", "prompt": "ROMEO:", "max_tokens": LONG, "stream": True}
+    with running_server("--out", runs, "--max-tokens", LONG) as (proc, base, lines):
+        with httpx.stream("POST", base + "/v1/completions", json=body, timeout=30) as r:
+            events = r.iter_lines()
+            assert next(events).startswith("data: {")
+            proc.send_signal(signal.SIGINT)
+            last = [e for e in events if e.startswith("data: ")][-1]
+        assert "the server is stopping" in json.loads(last[6:])["error"]["message"]
+        assert proc.wait(timeout=30) == 130
+
+
 def test_the_openai_client_sees_errors_as_its_own_exceptions(server, client):
     with pytest.raises(openai.BadRequestError, match="at most 4"):
         client.completions.create(model="tiny", prompt="R", n=5)
@@ -239,4 +273,3 @@ def test_50_streaming_clients_for_20_seconds_are_all_answered(runs):
     assert set(outcomes) <= {200, 429}, [o for o in outcomes if o not in (200, 429)][:5]
     assert outcomes.count(200) >= 50 and 429 in outcomes  # both served and refused
     assert after - before < 30 * 1024, f"RSS grew {before} -> {after} KiB"
-    assert json.dumps(outcomes)  # every outcome is a plain status

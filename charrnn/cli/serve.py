@@ -112,9 +112,7 @@ def address(host: str, port: int) -> str:
 
 
 def run_server(sources, device, config: ServeConfig, sock: socket.socket, url: str) -> None:
-    import uvicorn
-
-    from charrnn.serve.app import create_app
+    from charrnn.serve.app import EngineServer, create_app
 
     failure: list[str] = []
 
@@ -125,11 +123,7 @@ def run_server(sources, device, config: ServeConfig, sock: socket.socket, url: s
         else:
             info(f"serving at [bold]{url}[/] (the API under {url}v1; Ctrl-C stops)")
 
-    app = create_app(sources, device, config, on_loaded=loaded)
-    uv_config = uvicorn.Config(
-        app, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=3
-    )
-    server = uvicorn.Server(uv_config)
+    server = EngineServer(create_app(sources, device, config, on_loaded=loaded), config)
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn stopped gracefully, then re-raised the Ctrl-C

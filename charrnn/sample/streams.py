@@ -180,10 +180,14 @@ class StopMatcher:
             self.done = True
             out, self.held = self.held[: min(hits)], ""
             return out
+        # the longest end of the held text that could begin a stop string (held text is
+        # never longer than the longest stop, so this stays short)
+        longest = len(self.held)
         keep = max(
-            (n for s in self.stops for n in range(1, len(s)) if self.held.endswith(s[:n])),
+            (n for s in self.stops for n in range(1, min(len(s), longest + 1))
+             if self.held.endswith(s[:n])),
             default=0,
-        )
+        )  # fmt: skip
         cut = len(self.held) - keep
         out, self.held = self.held[:cut], self.held[cut:]
         return out

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -87,6 +88,25 @@ def create_app(
     return app
 
 
+class EngineServer(uvicorn.Server):
+    """uvicorn's server, which stops the engine as soon as it begins to shut down: every
+    stream in flight then ends with an error event saying so (a plain request gets a
+    503), rather than being cut when uvicorn's grace period ends."""
+
+    def __init__(self, app: FastAPI, config: ServeConfig):
+        # past this many connections uvicorn answers 503 at once: a bound on what
+        # clients that have not yet shown a key can hold open
+        limit = 4 * (config.max_streams + config.max_queue) + 64
+        super().__init__(uvicorn.Config(app, log_level="warning", access_log=False,
+                                        lifespan="on", timeout_graceful_shutdown=3,
+                                        limit_concurrency=limit))  # fmt: skip
+        self.engine: Engine = app.state.engine
+
+    async def shutdown(self, sockets=None) -> None:
+        await asyncio.to_thread(self.engine.stop)
+        await super().shutdown(sockets)
+
+
 async def watch_loading(engine: Engine, on_loaded) -> None:
     await asyncio.to_thread(engine.ready.wait)
     if on_loaded is not None:
@@ -107,6 +127,7 @@ def auth_dependency(engine: Engine, config: ServeConfig):
                 401,
                 "a missing or wrong API key: send Authorization: Bearer KEY",
                 code="invalid_api_key",
+                refusal="unauthorized",
             )
 
     return Depends(require_key)
@@ -114,8 +135,8 @@ def auth_dependency(engine: Engine, config: ServeConfig):
 
 def add_guards(app: FastAPI, engine: Engine, config: ServeConfig) -> None:
     def error_response(e: APIError) -> JSONResponse:
-        if reason := REFUSAL_OF_STATUS.get(e.status):
-            engine.stats.refuse(reason)
+        if e.refusal is not None:
+            engine.stats.refuse(e.refusal)
         return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
 
     @app.exception_handler(APIError)
@@ -125,7 +146,9 @@ def add_guards(app: FastAPI, engine: Engine, config: ServeConfig) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError):
         message, param = validation_message(e.errors())
-        return error_response(APIError(400, message, param=param))
+        # a body cut at the size limit fails to parse, but it is counted as too large
+        refusal = None if request.scope.get(BodyLimit.CUT) else "invalid"
+        return error_response(APIError(400, message, param=param, refusal=refusal))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, e: HTTPException):
@@ -153,6 +176,7 @@ def add_routes(app: FastAPI, engine: Engine, auth) -> None:
                 type="server_error",
                 code="loading",
                 headers={"Retry-After": "1"},
+                refusal="loading",
             )
         if model_id not in engine.models:
             known = ", ".join(engine.models)
@@ -161,6 +185,7 @@ def add_routes(app: FastAPI, engine: Engine, auth) -> None:
                 f"no model {model_id!r} here; this server has: {known}",
                 code="model_not_found",
                 param="model",
+                refusal="unknown_model",
             )
         return engine.models[model_id]
 

@@ -27,7 +27,8 @@ class Row:
 
     def __init__(self, job: Job, index: int, vocab):
         self.job, self.index = job, index
-        seed = None if job.seed is None else [job.seed, index]
+        # numpy takes no negative seeds; OpenAI's API takes any integer
+        seed = None if job.seed is None else [job.seed % 2**64, index]
         self.rng = np.random.default_rng(seed)  # fresh entropy without a seed
         self.decoder = vocab.decoder()
         self.matcher = StopMatcher(job.stops)
@@ -55,7 +56,7 @@ class Row:
         return bool(self.text) and not self.shown
 
     def collect(self, finish: str | None = None) -> Update:
-        update = Update(self.job, self.index, self.text, finish, first=not self.shown)
+        update = Update(self.job, self.index, self.text, finish)
         self.text, self.shown = "", True
         return update
 
@@ -73,16 +74,21 @@ class ModelBatch:
         self.ended: list[Update] = []  # the last updates of rows that left, not yet collected
 
     def join(self, job: Job) -> None:
-        """Read the job's prompts and add its rows to the batch."""
-        states, logits = [self.state] if self.rows else [], [self.logits] if self.rows else []
+        """Read the job's prompts and add its rows to the batch. All or nothing: a prompt
+        that fails (out of memory, say) leaves the batch as it was."""
+        states, logits, rows = [], [], []
         for p, prompt in enumerate(job.prompts):
             ids = torch.from_numpy(self.vocab.encode(prompt).astype(np.int64)).to(self.device)
             last, state = read_ids(self.model, ids[None], None)  # (1, V)
             every = torch.zeros(job.n, dtype=torch.long, device=self.device)
             states.append(select_rows(state, every))
             logits.append(last.index_select(0, every))
-            self.rows += [Row(job, p * job.n + j, self.vocab) for j in range(job.n)]
+            rows += [Row(job, p * job.n + j, self.vocab) for j in range(job.n)]
+        if self.rows:
+            states.insert(0, self.state)
+            logits.insert(0, self.logits)
         self.state, self.logits = concat_rows(states), torch.cat(logits)
+        self.rows += rows
         self._settings_changed()
 
     def step(self) -> bool:
@@ -117,9 +123,9 @@ class ModelBatch:
         updates += [row.collect() for row in self.rows if row.text]
         return updates
 
-    def fail(self, message: str) -> list[Update]:
-        """End every row with an error (a failed step, or the server stopping)."""
-        updates = [Update(r.job, r.index, "", "error", message) for r in self.rows]
+    def fail(self, message: str, finish: str = "error") -> list[Update]:
+        """End every row: "error" (a failed step) or "shutdown" (the server stopping)."""
+        updates = [Update(r.job, r.index, "", finish, message) for r in self.rows]
         self._drop([])
         return updates
 

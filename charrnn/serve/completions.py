@@ -12,11 +12,11 @@ import json
 import time
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from charrnn.errors import CharrnnError
 from charrnn.sample.config import SampleConfig
-from charrnn.serve.engine import Engine, Overloaded
+from charrnn.serve.engine import Engine, Overloaded, Stopping
 from charrnn.serve.jobs import Job, Update
 from charrnn.serve.protocol import (
     APIError,
@@ -26,8 +26,6 @@ from charrnn.serve.protocol import (
     completion_id,
     usage,
 )
-
-DISCONNECT_POLL = 0.5  # seconds between checks that a non-streaming client is still there
 
 
 class Waiter:
@@ -79,7 +77,7 @@ def make_job(body: CompletionRequest, served) -> Job:
         top_p = body.top_p if body.top_p < 1 else None
         config = SampleConfig(body.temperature, body.top_k, top_p)
     except CharrnnError as e:
-        raise APIError(400, str(e)) from None
+        raise APIError(400, str(e), refusal="invalid") from None
     return Job(served.id, prompts, body.max_tokens, config, body.n, body.stops(), body.seed)
 
 
@@ -91,6 +89,7 @@ def readable_prompt(vocab, prompt: str) -> str:
                 400,
                 "the prompt is empty and this model has no newline to start from",
                 param="prompt",
+                refusal="invalid",
             )
         return "\n"
     if missing := vocab.unknown(text):
@@ -99,6 +98,7 @@ def readable_prompt(vocab, prompt: str) -> str:
             400,
             f"the prompt has {len(missing)} character(s) the model never saw: {shown}",
             param="prompt",
+            refusal="invalid",
         )
     return text
 
@@ -109,6 +109,8 @@ async def answer(engine: Engine, body: CompletionRequest, served, request: Reque
     job.handle = waiter = Waiter(job.streams)
     try:
         engine.submit(job)
+    except Stopping as e:
+        raise APIError(503, str(e), type="server_error", code="shutting_down") from None
     except Overloaded as e:
         raise APIError(
             429, str(e), type="server_overloaded", code="queue_full", headers={"Retry-After": "1"}
@@ -139,35 +141,40 @@ class Reply:
 
 
 async def collect(engine: Engine, job: Job, waiter: Waiter, reply: Reply, request: Request):
-    """Wait for every completion, checking now and then that the client is still there."""
+    """Wait for every completion. A client that hangs up meanwhile cancels the job."""
     texts = [reply.prompts[i] if reply.body.echo else "" for i in range(job.streams)]
     finish: list[str | None] = [None] * job.streams
     made = 0
-    while not waiter.drained:
-        try:
-            updates = await waiter.next_batch(DISCONNECT_POLL)
-        except TimeoutError:
-            if await request.is_disconnected():
-                engine.cancel(job)
-                return JSONResponse({}, status_code=499)  # nobody reads it
-            continue
-        for u in updates:
-            if u.finish in ("error", "shutdown"):
-                engine.cancel(job)
-                raise APIError(
-                    503 if u.finish == "shutdown" else 500,
-                    u.message,
-                    type="server_error",
-                    code=u.finish,
-                )
-            texts[u.index] += u.text
-            made += len(u.text)
-            finish[u.index] = u.finish or finish[u.index]
+    watcher = asyncio.create_task(cancel_on_disconnect(engine, job, request))
+    try:
+        while not waiter.drained:
+            updates = await waiter.next_batch()
+            if job.cancelled:  # the client hung up: nobody reads an answer
+                return Response(status_code=499)
+            for u in updates:
+                if u.finish in ("error", "shutdown"):
+                    raise APIError(503 if u.finish == "shutdown" else 500, u.message,
+                                   type="server_error", code=u.finish)  # fmt: skip
+                texts[u.index] += u.text
+                made += len(u.text)
+                finish[u.index] = u.finish or finish[u.index]
+    finally:
+        watcher.cancel()
+        if not waiter.finished:  # the client left (this task was cancelled), or an error
+            engine.cancel(job)
     choices = [choice(i, texts[i], finish[i]) for i in range(job.streams)]
     body = completion(
         reply.id, reply.created, reply.model, choices, usage(reply.prompt_chars, made)
     )
     return JSONResponse(body)
+
+
+async def cancel_on_disconnect(engine: Engine, job: Job, request: Request) -> None:
+    """The body is read, so the next message is the client hanging up (or never comes)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    engine.cancel(job)
+    job.handle.put([])  # wake the waiting answer, which then sees nothing more comes
 
 
 async def stream_events(engine: Engine, job: Job, waiter: Waiter, reply: Reply):

@@ -58,6 +58,16 @@ class ServeConfig:
     max_stops: int = option(
         4, "The most stop strings one request may give.", metavar="N", min=0, section="limits"
     )
+    max_stop_chars: int = option(
+        256, "The longest stop string, in characters.", metavar="N", min=1, section="limits"
+    )
+    max_prompt: int = option(
+        8192,
+        "The longest prompt, in characters: the batch waits while a prompt is read.",
+        metavar="N",
+        min=1,
+        section="limits",
+    )
     max_body: int = option(
         1_000_000,
         "The largest request body, in bytes (the prompt is in it).",

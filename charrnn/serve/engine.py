@@ -19,7 +19,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from charrnn.errors import CharrnnError
 from charrnn.serve.batch import ModelBatch
@@ -35,6 +35,10 @@ class Overloaded(CharrnnError):
     """The queue is full: the request is refused now, not buffered."""
 
 
+class Stopping(CharrnnError):
+    """The server is stopping (or its worker has ended): no new work."""
+
+
 @dataclass
 class Stats:
     """What /metrics reports; the worker writes, any thread reads."""
@@ -44,10 +48,9 @@ class Stats:
     characters: int = 0
     steps: int = 0
     requests: int = 0
-    refused: Counter = None
+    refused: Counter = field(default_factory=Counter)
 
     def __post_init__(self):
-        self.refused = Counter()
         self._lock = threading.Lock()
 
     def refuse(self, reason: str) -> None:
@@ -94,8 +97,11 @@ class Engine:
         self._thread.join(timeout)
 
     def submit(self, job: Job) -> None:
-        """Queue a job, or raise Overloaded when neither the batch nor the queue has room."""
+        """Queue a job, or raise Overloaded when neither the batch nor the queue has room
+        (or Stopping, once the server is stopping)."""
         with self._lock:
+            if self._stopping or not self._thread.is_alive():
+                raise Stopping("the server is stopping")
             queued = self.stats.queued_streams
             fits = self.stats.running_streams + queued + job.streams <= self.config.max_streams
             if not fits and self._waiting >= self.config.max_queue:
@@ -112,10 +118,20 @@ class Engine:
             self._lock.notify_all()
 
     def cancel(self, job: Job) -> None:
-        """The client is gone: its rows leave at the next step; if it waits, it never starts."""
+        """The client is gone: its rows leave at the next step; if it waits, it never
+        starts, and its place in the queue is free at once."""
         job.cancelled = True
         with self._lock:
+            if job in self._pending:
+                self._pending.remove(job)
+                self._unqueue(job)
+                self.stats.refuse("client_gone")
             self._lock.notify_all()
+
+    def _unqueue(self, job: Job) -> None:
+        """The counts, once a job leaves the queue (lock held)."""
+        self.stats.queued_streams -= job.streams
+        self._waiting -= job.took_queue_place
 
     # ------------------------------------------------------------------ the worker
 
@@ -127,15 +143,19 @@ class Engine:
                 for source in self.sources:
                     self.models[source.id] = load_model(source, self.device)
                     self._batches[source.id] = ModelBatch(self.models[source.id])
-        except (CharrnnError, OSError, RuntimeError) as e:
-            self.failure = str(e)
-            self.ready.set()
+        except Exception as e:  # noqa: BLE001 - said in one line by whoever started us
+            self.failure = str(e) or type(e).__name__
             return
-        self.ready.set()
-        with torch.inference_mode():
-            while self._next_round():
-                self._step_all()
-        self._end_all("shutdown")
+        finally:
+            self.ready.set()
+        try:
+            with torch.inference_mode():
+                while self._next_round():
+                    self._step_all()
+        finally:  # also if the worker itself fails: no client may wait for ever
+            with self._lock:
+                self._stopping = True
+            self._end_all("the server is stopping")
 
     def _next_round(self) -> bool:
         """Wait until there is work; let in the jobs that fit. False when stopping."""
@@ -160,14 +180,13 @@ class Engine:
         """Pop the queued jobs, oldest first, while the batch has room (lock held)."""
         room = self.config.max_streams - self.stats.running_streams
         joining = []
-        while self._pending and (self._pending[0].cancelled or self._pending[0].streams <= room):
+        while self._pending and self._pending[0].streams <= room:
             job = self._pending.popleft()
-            self.stats.queued_streams -= job.streams
-            self._waiting -= job.took_queue_place
-            if job.cancelled:  # its client went away while it waited
-                self.stats.refuse("client_gone")
-                continue
+            self._unqueue(job)
             room -= job.streams
+            # counted as running from here, so `submit` sees the room they take while
+            # their prompts are read
+            self.stats.running_streams += job.streams
             joining.append(job)
         return joining
 
@@ -212,10 +231,10 @@ class Engine:
     def _end_all(self, reason: str) -> None:
         """On stop: every running and waiting job ends, so no client waits for ever."""
         for batch in self._batches.values():
-            self._post(batch.fail(reason))
+            self._post(batch.fail(reason, "shutdown"))
         with self._lock:
             pending, self._pending = list(self._pending), deque()
             self.stats.queued_streams = self.stats.running_streams = 0
         for job in pending:
-            self._post([Update(job, i, "", "error", reason) for i in range(job.streams)])
+            self._post([Update(job, i, "", "shutdown", reason) for i in range(job.streams)])
         self._flush(force=True)

@@ -14,6 +14,8 @@ class BodyLimit:
     app answers is replaced by the 413.
     """
 
+    CUT = "charrnn.body_cut"  # set in the scope when a body was cut at the limit
+
     def __init__(self, app, max_body: int, on_refuse=None):
         self.app, self.max_body, self.on_refuse = app, max_body, on_refuse
 
@@ -32,6 +34,7 @@ class BodyLimit:
                 received += len(message.get("body", b""))
                 if received > self.max_body:
                     over = True
+                    scope[self.CUT] = True
                     return {"type": "http.request", "body": b"", "more_body": False}
             return message
 

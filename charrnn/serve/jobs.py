@@ -47,4 +47,3 @@ class Update:
     text: str
     finish: str | None = None
     message: str = ""
-    first: bool = False  # the completion's first text: delivered without waiting

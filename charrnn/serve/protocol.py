@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from charrnn.errors import CharrnnError
 from charrnn.serve.config import ServeConfig
@@ -28,10 +28,12 @@ class APIError(CharrnnError):
         code: str | None = None,
         param: str | None = None,
         headers=None,
+        refusal: str | None = None,
     ):
         super().__init__(message)
         self.status, self.type, self.code, self.param = status, type, code, param
         self.headers = headers or {}
+        self.refusal = refusal  # the reason /metrics counts it under, if any
 
     def body(self) -> dict:
         return {
@@ -42,6 +44,11 @@ class APIError(CharrnnError):
                 "param": self.param,
             }
         }
+
+
+# fields whose default is not None: a `null` for them means the default
+NON_NULL = {"prompt", "max_tokens", "temperature", "top_p", "n", "stream", "echo",
+            "presence_penalty", "frequency_penalty"}  # fmt: skip
 
 
 class StreamOptions(BaseModel):
@@ -74,6 +81,14 @@ class CompletionRequest(BaseModel):
     frequency_penalty: float = 0.0
     logit_bias: dict[str, float] | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def nulls_mean_defaults(cls, data):
+        """OpenAI takes `null` for any optional field and means its default."""
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None or k not in NON_NULL}
+        return data
+
     def prompts(self) -> list[str]:
         return [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
 
@@ -94,22 +109,29 @@ class CompletionRequest(BaseModel):
         }
         for name, used in unsupported.items():
             if used:
-                raise APIError(400, f"{name} is not supported by charrnn", param=name)
+                raise APIError(400, f"{name} is not supported by charrnn", param=name,
+                               refusal="invalid")  # fmt: skip
         prompts = self.prompts()
         if not prompts:
-            raise APIError(400, "prompt is an empty list", param="prompt")
-        bounds = [
-            ("max_tokens", self.max_tokens, limits.max_tokens, "--max-tokens"),
-            ("n", self.n * len(prompts), limits.max_n, "--max-n"),
-            ("stop", len(self.stops()), limits.max_stops, "--max-stops"),
-        ]
-        for name, value, bound, flag in bounds:
+            raise APIError(400, "prompt is an empty list", param="prompt", refusal="invalid")
+        stops = self.stops()
+        longest_stop = max(map(len, stops), default=0)
+        bounds = [  # (param, what, value, bound, flag)
+            ("max_tokens", "max_tokens", self.max_tokens, limits.max_tokens, "--max-tokens"),
+            ("n", "n" if len(prompts) == 1 else "n times the prompts", self.n * len(prompts),
+             limits.max_n, "--max-n"),
+            ("stop", "the number of stops", len(stops), limits.max_stops, "--max-stops"),
+            ("stop", "a stop's length", longest_stop, limits.max_stop_chars, "--max-stop-chars"),
+            ("prompt", "the prompt's length", max(map(len, prompts)), limits.max_prompt,
+             "--max-prompt"),
+        ]  # fmt: skip
+        for param, what, value, bound, flag in bounds:
             if value > bound:
-                what = "n times the prompts" if name == "n" and len(prompts) > 1 else name
                 raise APIError(
                     400,
                     f"{what} is {value}; this server allows at most {bound} ({flag})",
-                    param=name,
+                    param=param,
+                    refusal="invalid",
                 )
 
 
