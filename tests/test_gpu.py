@@ -118,3 +118,55 @@ def test_torchrun_trains_on_every_gpu_with_nccl(tmp_path, write_corpus):
     assert f"{ranks} processes (1 machine x {ranks}, nccl)" in done.stderr
     last = load_checkpoint(tmp_path / "checkpoints" / "nccl" / "last.pt")
     assert last["step"] == 20 and last["machine"]["processes"] == ranks
+
+
+def test_the_serving_engine_batches_streams_on_cuda(tmp_path, write_corpus):
+    """Continuous batching on the GPU: a greedy stream is the same alone or among 30
+    sampled ones, a seeded one is the same twice, and every row leaves at the end."""
+    import threading
+    import time
+
+    from charrnn.sample.config import SampleConfig
+    from charrnn.serve.config import ServeConfig
+    from charrnn.serve.engine import Engine
+    from charrnn.serve.jobs import Job
+    from charrnn.serve.models import ModelSource
+
+    trainer(tmp_path, write_corpus, "cuda", max_steps=30).run()
+    texts, ended, lock = {}, set(), threading.Lock()
+
+    def notify(updates):
+        with lock:
+            for u in updates:
+                texts[(id(u.job), u.index)] = texts.get((id(u.job), u.index), "") + u.text
+                if u.finish:
+                    ended.add((id(u.job), u.index))
+
+    source = ModelSource("m", tmp_path / "cuda-fp32" / "last.pt")
+    engine = Engine([source], torch.device("cuda"), ServeConfig(), notify).start()
+    assert engine.ready.wait(60) and engine.failure is None
+
+    def run(*jobs):
+        for j in jobs:
+            engine.submit(j)
+        deadline = time.monotonic() + 60
+        while not all((id(j), i) in ended for j in jobs for i in range(j.streams)):
+            assert time.monotonic() < deadline, "the jobs did not end"
+            time.sleep(0.01)
+
+    try:
+        alone = Job("m", ["ROMEO:"], 200, SampleConfig(temperature=0))
+        run(alone)
+        batched = Job("m", ["ROMEO:"], 200, SampleConfig(temperature=0))
+        others = [
+            Job("m", ["NURSE:"], 300, SampleConfig(1.0, top_p=0.9), seed=i) for i in range(30)
+        ]
+        run(*others, batched)
+        assert texts[(id(batched), 0)] == texts[(id(alone), 0)]
+        twice = [Job("m", ["ROMEO:"], 100, SampleConfig(1.0), seed=4) for _ in range(2)]
+        run(twice[0])
+        run(twice[1])
+        assert texts[(id(twice[0]), 0)] == texts[(id(twice[1]), 0)]
+        assert engine.stats.running_streams == 0
+    finally:
+        engine.stop()

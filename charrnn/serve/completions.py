@@ -160,7 +160,7 @@ async def collect(engine: Engine, job: Job, waiter: Waiter, reply: Reply, reques
                 finish[u.index] = u.finish or finish[u.index]
     finally:
         watcher.cancel()
-        if not waiter.finished:  # the client left (this task was cancelled), or an error
+        if not waiter.finished:  # the client left, or a stream failed
             engine.cancel(job)
     choices = [choice(i, texts[i], finish[i]) for i in range(job.streams)]
     body = completion(
