@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -25,10 +26,20 @@ PACKAGES = ["chromium", "fonts-noto-cjk", "fonts-noto-color-emoji"]
 SEED = "줄리엣: 🌹"  # Korean and an emoji, both in the tiny model's text
 
 
+def chromium_present() -> bool:
+    return os.path.exists(CHROMIUM)
+
+
+def can_install() -> bool:
+    return os.geteuid() == 0 and shutil.which("apt-get") is not None
+
+
 def ensure_chromium() -> str:
-    if os.path.exists(CHROMIUM):
+    """Debian's chromium: there already, installed with apt-get (root, as in CI), or a
+    skip that says how to get it."""
+    if chromium_present():
         return CHROMIUM
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+    if not can_install():
         pytest.skip(f"needs Debian's chromium: apt-get install -y {' '.join(PACKAGES)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]
@@ -36,8 +47,32 @@ def ensure_chromium() -> str:
         subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=300)
         done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, done.stderr[-2000:]
-    assert os.path.exists(CHROMIUM)
+    assert chromium_present()
     return CHROMIUM
+
+
+def test_the_set_up_installs_chromium_where_it_can_and_skips_where_not(monkeypatch):
+    """Both branches of the probe, whatever this machine has: CI installs, a laptop skips."""
+    import types
+
+    ran, present = [], []
+    monkeypatch.setattr(sys.modules[__name__], "chromium_present", lambda: bool(present))
+    monkeypatch.setattr(sys.modules[__name__], "can_install", lambda: True)
+
+    def fake_run(cmd, **kw):  # the first install fails, as on a machine without lists
+        ran.append(cmd[:2])
+        ok = cmd[1] == "update" or len(ran) > 1
+        if ok and cmd[1] == "install":
+            present.append(True)
+        return types.SimpleNamespace(returncode=0 if ok else 100, stderr="")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    assert ensure_chromium() == CHROMIUM
+    assert ran == [["apt-get", "install"], ["apt-get", "update"], ["apt-get", "install"]]
+    monkeypatch.setattr(sys.modules[__name__], "can_install", lambda: False)
+    present.clear()
+    with pytest.raises(pytest.skip.Exception, match="apt-get install -y chromium"):
+        ensure_chromium()
 
 
 @pytest.fixture(scope="module")
