@@ -113,7 +113,7 @@ def print_json(data) -> None:
 
 def loss_unit(vocab) -> str:
     """Losses are per id: per character for char models, per byte or piece otherwise."""
-    return {"char": "char", "byte": "byte"}.get(vocab.kind, "token")
+    return vocab.unit
 
 
 def format_loss(loss: float, unit: str = "char", sep: str = ", ") -> str:

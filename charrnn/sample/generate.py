@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from charrnn.model.rnn import CharRNN
 from charrnn.sample.config import SampleConfig
-from charrnn.sample.streams import StopMatcher, Streams, primed_streams
+from charrnn.sample.streams import Streams, StreamText, primed_streams
 from charrnn.text.tokenizers import Tokenizer
 
 
@@ -50,19 +50,11 @@ def continue_stream(
     streams: Streams, length: int, config: SampleConfig, stop: Iterable[str] = ()
 ) -> Iterator[str]:
     """Yield up to `length` more characters of a single primed stream."""
-    matcher = StopMatcher(stop)
-    decoder = streams.vocab.decoder()
-    made = 0
-    while made < length:
+    out = StreamText(streams.vocab, length, stop)
+    while out.finish is None:
         ids, _ = streams.step(config)
-        text = decoder.push(int(ids[0]))[: length - made]  # a piece may be several characters
-        made += len(text)
-        if shown := matcher.push(text):
-            yield shown
-        if matcher.done:
-            return
-    if tail := matcher.push(decoder.flush()[: length - made]) + matcher.flush():
-        yield tail
+        if text := out.push(int(ids[0])):
+            yield text
 
 
 def sample_batch(
@@ -79,21 +71,13 @@ def sample_batch(
     config = config or SampleConfig()
     streams = primed_streams(model, vocab, seed, rng_seed)
     streams.expand(num_samples)
-    matchers = [StopMatcher(stop) for _ in range(num_samples)]
-    decoders = [vocab.decoder() for _ in range(num_samples)]
+    outs = [StreamText(vocab, length, stop) for _ in range(num_samples)]
     texts = [[] for _ in range(num_samples)]
-    made = [0] * num_samples
     logprob = [0.0] * num_samples
-    while not all(m.done or n >= length for m, n in zip(matchers, made, strict=True)):
+    while not all(out.finish for out in outs):
         ids, lps = streams.step(config)
         for i, (token_id, lp) in enumerate(zip(ids.tolist(), lps.tolist(), strict=True)):
-            if not matchers[i].done and made[i] < length:
-                piece = decoders[i].push(token_id)[: length - made[i]]
-                made[i] += len(piece)
-                texts[i].append(matchers[i].push(piece))
+            if outs[i].finish is None:
+                texts[i].append(outs[i].push(token_id))
                 logprob[i] += lp
-    samples = []
-    for i, m in enumerate(matchers):
-        tail = m.push(decoders[i].flush()[: length - made[i]]) + m.flush()
-        samples.append(Sample(seed, "".join(texts[i]) + tail, logprob[i]))
-    return samples
+    return [Sample(seed, "".join(t), lp) for t, lp in zip(texts, logprob, strict=True)]

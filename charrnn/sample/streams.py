@@ -197,6 +197,32 @@ class StopMatcher:
         return out
 
 
+class StreamText:
+    """One stream's text as its ids arrive: decoded, cut at `length` characters, with
+    stop strings held back (StopMatcher). `finish` says how it ended: "stop" or
+    "length", None while it goes on. `sample`'s streams and the server's rows use it."""
+
+    def __init__(self, vocab: Tokenizer, length: int, stops: Iterable[str] = ()):
+        self.decoder = vocab.decoder()
+        self.matcher = StopMatcher(stops)
+        self.length = length
+        self.made = 0
+        self.finish: str | None = None if length > 0 else "length"
+
+    def push(self, token_id: int) -> str:
+        """The text now safe to show, once this id is added."""
+        piece = self.decoder.push(token_id)[: self.length - self.made]  # a piece may be long
+        self.made += len(piece)
+        text = self.matcher.push(piece)
+        if self.matcher.done:
+            self.finish = "stop"
+        elif self.made >= self.length:  # what an unfinished character became, and held text
+            text += self.matcher.push(self.decoder.flush()[: self.length - self.made])
+            text += self.matcher.flush()
+            self.finish = "stop" if self.matcher.done else "length"
+        return text
+
+
 def primed_streams(
     model: CharRNN, vocab: Tokenizer, seed: str, rng_seed: int | None = None
 ) -> Streams:

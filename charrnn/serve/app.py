@@ -168,7 +168,7 @@ def add_guards(app: FastAPI, engine: Engine, config: ServeConfig) -> None:
 def add_routes(app: FastAPI, engine: Engine, auth) -> None:
     registry = metrics_registry(engine)
 
-    def served(model_id: str):
+    def loaded() -> None:
         if not engine.ready.is_set() or engine.failure:
             raise APIError(
                 503,
@@ -178,6 +178,9 @@ def add_routes(app: FastAPI, engine: Engine, auth) -> None:
                 headers={"Retry-After": "1"},
                 refusal="loading",
             )
+
+    def served(model_id: str):
+        loaded()
         if model_id not in engine.models:
             known = ", ".join(engine.models)
             raise APIError(
@@ -210,8 +213,7 @@ def add_routes(app: FastAPI, engine: Engine, auth) -> None:
 
     @app.get("/v1/models", dependencies=[auth], summary="The served models")
     async def list_models():
-        if not engine.ready.is_set():
-            served("")  # the 503
+        loaded()
         return {"object": "list", "data": [model_entry(m) for m in engine.models.values()]}
 
     @app.get("/v1/models/{model_id}", dependencies=[auth], summary="One served model")

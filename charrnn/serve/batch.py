@@ -14,41 +14,30 @@ import torch
 
 from charrnn.inference import SingleStep, concat_rows, select_rows
 from charrnn.sample.mixed import RowSettings, pick_rows
-from charrnn.sample.streams import StopMatcher, ban, read_ids
+from charrnn.sample.streams import StreamText, ban, read_ids
 from charrnn.serve.jobs import Job, Update
 from charrnn.serve.models import ServedModel
 
 
 class Row:
-    """One stream: its job, its completion index, how far it has got, and the text made
-    since the engine last collected it."""
+    """One stream: its job, its completion index, its text so far (StreamText), and the
+    text made since the engine last collected it."""
 
-    __slots__ = ("job", "index", "rng", "decoder", "matcher", "made", "text", "shown")
+    __slots__ = ("job", "index", "rng", "out", "text", "shown")
 
     def __init__(self, job: Job, index: int, vocab):
         self.job, self.index = job, index
         # numpy takes no negative seeds; OpenAI's API takes any integer
         seed = None if job.seed is None else [job.seed % 2**64, index]
         self.rng = np.random.default_rng(seed)  # fresh entropy without a seed
-        self.decoder = vocab.decoder()
-        self.matcher = StopMatcher(job.stops)
-        self.made = 0
+        self.out = StreamText(vocab, job.max_chars, job.stops)
         self.text = ""  # not yet collected
         self.shown = False  # some text was collected before
 
     def take(self, token_id: int) -> str | None:
         """Add one id to the text; how the stream ended, or None while it goes on."""
-        limit = self.job.max_chars
-        piece = self.decoder.push(token_id)[: limit - self.made]
-        self.made += len(piece)
-        self.text += self.matcher.push(piece)
-        if self.matcher.done:
-            return "stop"
-        if self.made >= limit:
-            self.text += self.matcher.push(self.decoder.flush()[: limit - self.made])
-            self.text += self.matcher.flush()
-            return "stop" if self.matcher.done else "length"
-        return None
+        self.text += self.out.push(token_id)
+        return self.out.finish
 
     @property
     def urgent(self) -> bool:
@@ -78,7 +67,8 @@ class ModelBatch:
         that fails (out of memory, say) leaves the batch as it was."""
         states, logits, rows = [], [], []
         for p, prompt in enumerate(job.prompts):
-            ids = torch.from_numpy(self.vocab.encode(prompt).astype(np.int64)).to(self.device)
+            ids = self.vocab.encode_prepared(prompt).astype(np.int64)  # checked and prepared
+            ids = torch.from_numpy(ids).to(self.device)
             last, state = read_ids(self.model, ids[None], None)  # (1, V)
             every = torch.zeros(job.n, dtype=torch.long, device=self.device)
             states.append(select_rows(state, every))

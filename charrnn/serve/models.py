@@ -14,7 +14,7 @@ from pathlib import Path
 
 from charrnn.checkpoint import BEST, LAST, load_checkpoint, restore_model, run_checkpoint
 from charrnn.errors import CheckpointError
-from charrnn.runs.records import read_metrics
+from charrnn.runs.records import METRICS, read_metrics
 
 
 @dataclass
@@ -120,7 +120,7 @@ def model_card(source: ModelSource, ckpt: dict, vocab) -> dict:
     return {
         "tokenizer": vocab.kind,
         "vocab_size": len(vocab),
-        "unit": {"char": "char", "byte": "byte"}.get(vocab.kind, "token"),
+        "unit": vocab.unit,
         "best_val_loss": best if _finite(best) else None,
         "best_val_bits": best / math.log(2) if _finite(best) else None,
         "steps": ckpt.get("step", 0),
@@ -128,7 +128,7 @@ def model_card(source: ModelSource, ckpt: dict, vocab) -> dict:
         "layers": config["layers"],
         "hidden": config["hidden"],
         "checkpoint": source.path.name,
-        "has_loss_curve": source.run_dir is not None and bool(read_metrics(source.run_dir)),
+        "has_loss_curve": source.run_dir is not None and (source.run_dir / METRICS).is_file(),
         "created": ckpt.get("created"),
     }
 

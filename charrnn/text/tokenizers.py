@@ -102,6 +102,7 @@ class Tokenizer:
     `token_bytes`, `to_dict` and `describe`."""
 
     kind = "?"
+    unit = "token"  # what a loss is per: char and byte models name theirs
     normalize = "none"
     keep_line_ends = True
 
@@ -163,6 +164,7 @@ class CharVocab(Tokenizer):
     """
 
     kind = "char"
+    unit = "char"
 
     def __init__(self, chars: str, unk: bool = False, normalize="none", keep_line_ends=True):
         if not chars:
@@ -266,6 +268,7 @@ class ByteVocab(Tokenizer):
     """UTF-8 bytes: 256 ids, and no text is ever unknown."""
 
     kind = "byte"
+    unit = "byte"
 
     def __init__(self, normalize="nfc", keep_line_ends=False):
         self.normalize, self.keep_line_ends = normalize, bool(keep_line_ends)
