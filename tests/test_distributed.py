@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -30,6 +29,7 @@ from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate, evaluate_sums
 from charrnn.model.config import ModelConfig
 from charrnn.model.rnn import CharRNN
+from tests.tracebacks import PACKAGE_DIR, our_frames
 
 WORDS = ["the", "king", "queen", "and", "of", "to", "my", "lord", "thou", "art", "shall"]
 # a model small enough that torch's start-up, not training, is most of each launch
@@ -310,7 +310,7 @@ def test_a_batch_that_does_not_divide_is_one_line_from_rank_0(work):
     assert done.returncode != 0
     message = "error: --batch-size 7 does not divide among 2 processes; use a multiple of 2"
     assert done.stderr.count(message) == 1
-    assert not re.search(r'File ".*/charrnn/', done.stderr)  # torchrun's traceback is its own
+    assert not our_frames(done.stderr)  # torchrun's traceback is its own
 
 
 def wait_for(path: Path, process: subprocess.Popen, seconds: float = 90) -> None:
@@ -470,5 +470,18 @@ def test_an_error_on_one_rank_is_one_line_there_and_ends_the_job(work):
                         expect=None)  # fmt: skip
     assert done.returncode != 0
     assert "error: rank 1: a failure on rank 1 alone" in done.stderr
-    assert not re.search(r'File ".*/charrnn/', done.stderr), done.stderr[-3000:]
+    assert not our_frames(done.stderr), done.stderr[-3000:]
     assert load_checkpoint(work / "checkpoints" / "fails" / "last.pt")["step"] == 20
+
+
+def test_our_frames_are_the_package_files_not_a_folder_named_charrnn():
+    """A clone's folder is named charrnn: torch's frames in its .venv are not ours."""
+    clone_venv = PACKAGE_DIR.parent / ".venv/lib/python3.12/site-packages/torch/distributed"
+    elsewhere = "/home/me/charrnn/.venv/lib/python3.12/site-packages/torch/distributed/run.py"
+    ours = PACKAGE_DIR / "train" / "loop.py"
+    traceback = "\n".join(
+        f'  File "{path}", line 7, in main'
+        for path in (clone_venv / "run.py", elsewhere, ours, "/usr/lib/python3/charrnn/x.py")
+    )
+    assert our_frames(traceback) == [str(ours)]
+    assert our_frames(f'  File "{elsewhere}", line 892, in <module>') == []
