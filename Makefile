@@ -58,9 +58,11 @@ lint: $(VENV)/.installed-dev
 test: lint | $(SDIST)
 	$(BIN)/python -m pytest
 
-# the README's option tables, generated from the commands (a test checks them)
-readme: $(VENV)/.installed
-	$(BIN)/python -m charrnn.cli.docs README.md
+# the option tables of docs/options.md, generated from the commands (a test checks them);
+# `make readme` is the old name (docs/ is a folder, so the target must be phony)
+.PHONY: docs
+docs readme: $(VENV)/.installed
+	$(BIN)/python -m charrnn.cli.docs docs/options.md
 
 # training grid, sampling speed and quality at 3 minutes: one table (build/bench.json)
 bench: $(VENV)/.installed

@@ -308,14 +308,14 @@ def test_resuming_a_finished_run_asks_for_a_longer_length(trained, run_cli):
 
 
 def test_readme_option_tables_are_the_commands():
-    """The README's tables are generated from the commands (python -m charrnn.cli.docs);
+    """docs/options.md's tables are generated from the commands (python -m charrnn.cli.docs);
     this fails when an option, default or help changed and they were not regenerated."""
     from charrnn.cli.docs import MARKER, render
 
-    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).parents[1] / "docs" / "options.md").read_text(encoding="utf-8")
     tables = {m[2] for m in MARKER.finditer(readme)}
     assert tables == {"train", "sample", "eval", "runs", "info", "plot", "serve"}
-    assert render(readme, cli.commands) == readme, "run: python -m charrnn.cli.docs README.md"
+    assert render(readme, cli.commands) == readme, "run: python -m charrnn.cli.docs docs/options.md"
 
 
 def test_options_come_from_the_config_fields():

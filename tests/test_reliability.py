@@ -43,7 +43,7 @@ from charrnn.cli import cli
 from charrnn.data.cache import CACHE_VERSION
 from tests.conftest import MIXED_TEXT, TINY_MODEL, charrnn_cmd, invoke, no_loss_plot
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parent.parent / "docs" / "reliability.md"
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 

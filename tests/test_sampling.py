@@ -369,8 +369,8 @@ def test_interactive_continue_keeps_the_context(model_path, run_cli):
 
 
 def test_the_readme_python_example_runs(model_path, capsys):
-    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
-    api = readme.split("## Python API", 1)[1]  # the first example of that section
+    readme = (Path(__file__).parents[1] / "docs" / "api.md").read_text(encoding="utf-8")
+    api = readme.split("# Python API", 1)[1]  # the first example of that section
     code = api.split("```python\n", 1)[1].split("```", 1)[0]
     assert "charrnn.load(" in code and "m.score(" in code
     exec(code.replace("checkpoints/shakespeare/best.pt", str(model_path)), {})

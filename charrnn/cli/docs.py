@@ -1,8 +1,9 @@
-"""The README's option tables, made from the click commands themselves.
+"""The option tables of docs/options.md, made from the click commands themselves.
 
-Each table sits between `<!-- options: COMMAND -->` and `<!-- /options -->` in the
-README. `python -m charrnn.cli.docs README.md` rewrites them; a test fails when
-they differ from what the commands say, so the tables cannot drift.
+Each table sits between `<!-- options: COMMAND -->` and `<!-- /options -->` in
+docs/options.md. `python -m charrnn.cli.docs` (or `make docs`) rewrites them, in
+docs/options.md or in the markdown file named; a test fails when they differ from
+what the commands say, so the tables cannot drift.
 """
 
 from __future__ import annotations
@@ -66,19 +67,19 @@ def cell(text: str | None) -> str:
     return (text or "").replace("|", "\\|").replace("\n", " ")
 
 
-def render(readme: str, commands: dict[str, click.Command]) -> str:
-    """`readme` with every marked table made from its command."""
+def render(markdown: str, commands: dict[str, click.Command]) -> str:
+    """`markdown` with every marked table made from its command."""
 
     def table(m: re.Match) -> str:
         return m[1] + option_table(commands[m[2]]) + m[4]
 
-    return MARKER.sub(table, readme)
+    return MARKER.sub(table, markdown)
 
 
 def main(argv: list[str]) -> int:
     from charrnn.cli import cli
 
-    path = Path(argv[0] if argv else "README.md")
+    path = Path(argv[0] if argv else "docs/options.md")
     text = path.read_text(encoding="utf-8")
     new = render(text, cli.commands)
     if new != text:
