@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import re
+from collections.abc import Iterator
 from functools import cached_property
 
 import numpy as np
@@ -21,7 +22,12 @@ from charrnn.text.tokenizers import REPLACEMENT, Tokenizer, utf8
 SP_SENTENCES = 1_000_000  # lines SentencePiece trains on at most (sampled); bounds its memory
 SP_RANDOM_SEED = 1  # SentencePiece samples and shuffles lines of large corpora
 SP_PARALLEL_CHARS = 1 << 20  # texts longer than this are encoded on several threads
+# the trainer skips longer sentences, so longer lines are cut. Its own default: its unigram
+# EM learns worse from long sentences (a word seen 3,600 times in 64 KB sentences was not
+# learned; in 4 KB pieces of the same text it was)
+SP_SENTENCE_BYTES = 4192
 META = "\u2581"  # SentencePiece's own stand-in for a space
+LAST_SPACE = re.compile(r".*\s", re.DOTALL)  # greedy, so it ends at the last whitespace
 
 
 def sentencepiece_processor(model: bytes):
@@ -129,7 +135,7 @@ def train_sentencepiece(
     spm.set_random_generator_seed(SP_RANDOM_SEED)  # the same text gives the same model
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(lines),
+            sentence_iterator=training_sentences(lines),
             model_writer=model,
             model_type=config.sp_type,
             vocab_size=vocab_size,
@@ -145,7 +151,7 @@ def train_sentencepiece(
             eos_id=-1,
             input_sentence_size=SP_SENTENCES,
             shuffle_input_sentence=True,
-            max_sentence_length=1 << 16,
+            max_sentence_length=SP_SENTENCE_BYTES,
             num_threads=1,  # one thread, so the same text always gives the same model
             minloglevel=2,
         )
@@ -154,6 +160,41 @@ def train_sentencepiece(
             f"SentencePiece could not be trained: {sentencepiece_message(e)}"
         ) from None
     return SentencePieceVocab(model.getvalue(), normalize, keep_line_ends)
+
+
+def training_sentences(lines, limit: int = SP_SENTENCE_BYTES) -> Iterator[str]:
+    """The lines, each one over `limit` UTF-8 bytes cut in pieces: the trainer would
+    skip it, and a one-line corpus would leave it nothing to learn from."""
+    for line in lines:
+        if len(line) <= limit // 4:  # no character is longer than 4 bytes
+            yield line
+        else:
+            yield from cut_line(line, limit)
+
+
+def cut_line(line: str, limit: int) -> Iterator[str]:
+    """`line` in pieces of at most `limit` UTF-8 bytes, each cut just before a
+    whitespace character where it holds one (so " word" stays whole, as "\\u2581word"),
+    else between two characters."""
+    start = 0
+    while start < len(line):
+        end = fitting_end(line, start, limit)
+        if end < len(line) and (space := LAST_SPACE.match(line, start + 1, end)):
+            end = space.end() - 1
+        yield line[start:end]
+        start = end
+
+
+def fitting_end(line: str, start: int, limit: int) -> int:
+    """The furthest `end` for which line[start:end] is at most `limit` UTF-8 bytes."""
+    window = line[start : start + limit]  # as many characters are at least as many bytes
+    raw = utf8(window)
+    if len(raw) <= limit:
+        return start + len(window)
+    cut = limit
+    while raw[cut] & 0xC0 == 0x80:  # a continuation byte: back to where its character starts
+        cut -= 1
+    return start + len(raw[:cut].decode("utf-8", errors="surrogatepass"))
 
 
 def sentencepiece_message(e: Exception) -> str:
