@@ -22,7 +22,8 @@ from charrnn.files import atomic_write
 from charrnn.model.config import ModelConfig
 from charrnn.model.rnn import CharRNN
 from charrnn.runtime import resolve_device
-from charrnn.text.tokenizers import Tokenizer, tokenizer_from_dict
+from charrnn.text.base import Tokenizer
+from charrnn.text.tokenizers import tokenizer_from_dict
 
 FORMAT = "charrnn"
 FORMAT_VERSION = 2  # 2: byte and SentencePiece tokenizers, text preparation

@@ -18,9 +18,10 @@ from charrnn.model.rnn import CharRNN
 from charrnn.sample.beam import beam_search
 from charrnn.sample.config import SampleConfig
 from charrnn.sample.generate import generate, sample_batch
+from charrnn.text.base import REPLACEMENT, prepare_text
 from charrnn.text.config import TokenizerConfig
 from charrnn.text.sentencepiece import train_sentencepiece
-from charrnn.text.tokenizers import REPLACEMENT, ByteVocab, CharVocab, prepare_text
+from charrnn.text.tokenizers import ByteVocab, CharVocab
 from tests.conftest import MIXED_TEXT, TINY_MODEL, examples, no_loss_plot
 
 # the tokenizer properties cost microseconds an example: three times the profile's

@@ -16,9 +16,9 @@ import charrnn.data.encode
 import charrnn.text.sources
 from charrnn.data.cache import load_corpus
 from charrnn.errors import CorpusError
+from charrnn.text.base import prepare_text
 from charrnn.text.config import TextConfig, TokenizerConfig
 from charrnn.text.sources import corpus_text, file_text
-from charrnn.text.tokenizers import prepare_text
 from tests.conftest import MIXED_TEXT, TINY_MODEL, examples
 
 KOREAN = "대한민국은 민주공화국이다.\n모든 국민은 인간으로서의 존엄과 가치를 가진다.\n"

@@ -7,16 +7,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from charrnn.errors import CharrnnError, UnknownCharactersError
+from charrnn.text.base import REPLACEMENT, prepare_text, smallest_uint_dtype
 from charrnn.text.config import TokenizerConfig
 from charrnn.text.sentencepiece import SentencePieceVocab, train_sentencepiece
-from charrnn.text.tokenizers import (
-    REPLACEMENT,
-    ByteVocab,
-    CharVocab,
-    prepare_text,
-    smallest_uint_dtype,
-    tokenizer_from_dict,
-)
+from charrnn.text.tokenizers import ByteVocab, CharVocab, tokenizer_from_dict
 from tests.conftest import MIXED_TEXT, examples
 
 

@@ -28,6 +28,7 @@ from charrnn.data.encode import (
 )
 from charrnn.errors import CorpusError, WriteError
 from charrnn.files import atomic_write, describe_os_error
+from charrnn.text.base import Tokenizer
 from charrnn.text.config import TextConfig, TokenizerConfig
 from charrnn.text.sentencepiece import train_sentencepiece
 from charrnn.text.sources import (
@@ -37,7 +38,7 @@ from charrnn.text.sources import (
     sources_sha256,
     total_bytes,
 )
-from charrnn.text.tokenizers import ByteVocab, Tokenizer, tokenizer_from_dict
+from charrnn.text.tokenizers import ByteVocab, tokenizer_from_dict
 
 CACHE_VERSION = 2
 

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from charrnn.errors import CorpusError, UnknownCharactersError
+from charrnn.text.base import Tokenizer
 from charrnn.text.config import TextConfig
 from charrnn.text.sentencepiece import SentencePieceVocab
-from charrnn.text.tokenizers import MAX_CODE_POINT, CharVocab, Tokenizer, code_points
+from charrnn.text.tokenizers import MAX_CODE_POINT, CharVocab, code_points
 
 RETAIN_BYTES = 256 << 20  # code points kept between the counting and encoding passes
 

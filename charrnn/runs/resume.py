@@ -32,8 +32,8 @@ from charrnn.model.config import ModelConfig
 from charrnn.options import flag_name, format_duration, option_fields
 from charrnn.runs.lock import check_run_free
 from charrnn.runtime import resolve_device, resolve_precision
+from charrnn.text.base import Tokenizer
 from charrnn.text.config import LEGACY_TEXT, TextConfig, TokenizerConfig
-from charrnn.text.tokenizers import Tokenizer
 from charrnn.train.config import MACHINE_OPTIONS, TrainConfig
 from charrnn.train.loop import Trainer
 

@@ -20,7 +20,7 @@ from charrnn.model.rnn import CharRNN
 from charrnn.runtime import wide_float
 from charrnn.sample.generate import Sample
 from charrnn.sample.streams import ban, primed_streams
-from charrnn.text.tokenizers import Tokenizer
+from charrnn.text.base import Tokenizer
 
 BYTES_PER_CHAR = 4  # the most tokens (UTF-8 bytes) one character can take
 

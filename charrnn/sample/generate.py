@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from charrnn.model.rnn import CharRNN
 from charrnn.sample.config import SampleConfig
 from charrnn.sample.streams import Streams, StreamText, primed_streams
-from charrnn.text.tokenizers import Tokenizer
+from charrnn.text.base import Tokenizer
 
 
 @dataclass

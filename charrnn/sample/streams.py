@@ -19,7 +19,7 @@ from charrnn.errors import CharrnnError, UnknownCharactersError
 from charrnn.inference import SingleStep, eval_mode, select_rows
 from charrnn.model.rnn import CharRNN, State
 from charrnn.sample.config import SampleConfig
-from charrnn.text.tokenizers import Tokenizer
+from charrnn.text.base import Tokenizer
 
 FEED_WINDOW = 4096  # seed ids per forward pass while priming
 

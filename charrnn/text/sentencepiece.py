@@ -16,8 +16,8 @@ from functools import cached_property
 import numpy as np
 
 from charrnn.errors import CharrnnError
+from charrnn.text.base import REPLACEMENT, Tokenizer, utf8
 from charrnn.text.config import TokenizerConfig
-from charrnn.text.tokenizers import REPLACEMENT, Tokenizer, utf8
 
 SP_SENTENCES = 1_000_000  # lines SentencePiece trains on at most (sampled); bounds its memory
 SP_RANDOM_SEED = 1  # SentencePiece samples and shuffles lines of large corpora

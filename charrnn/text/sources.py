@@ -25,8 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from charrnn.errors import CorpusError
+from charrnn.text.base import prepare_text
 from charrnn.text.config import TextConfig
-from charrnn.text.tokenizers import prepare_text
 
 CHUNK_BYTES = 8 << 20
 SNIFF_BYTES = 8192  # a NUL in the first block marks a binary file
