@@ -58,6 +58,67 @@ def imported(path: Path) -> set[str]:
     return names
 
 
+def module_name(path: Path) -> str:
+    """`charrnn.text.base` for charrnn/text/base.py; `charrnn.text` for its __init__.py."""
+    parts = ("charrnn", *path.relative_to(PACKAGE).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the package's modules it imports, type-only imports included (`from
+    charrnn.text import tokenizers` names the module charrnn.text.tokenizers)."""
+    files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in files.items():
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [f"{node.module}.{a.name}" for a in node.names] + [node.module]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            edges.update(t for t in targets if t in files and t != name)
+        graph[name] = edges
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every group of two or more modules that import each other, round a loop."""
+    found, done = [], set()
+    for start in sorted(graph):
+        if start not in done and start in (reach := reachable(graph, start)):
+            group = sorted(m for m in reach if start in reachable(graph, m))
+            done.update(group)
+            found.append(group)
+    return found
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """The modules `start` leads to, through one import or more."""
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph[todo.pop()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return seen
+
+
+def test_circles_are_found():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert circles(graph) == [["a", "b", "c"]]
+
+
+def test_imports_run_one_way_with_no_circles():
+    """A package's __init__ re-exporting its modules is no circle: only a module that
+    imports the package back, or two modules that import each other, would make one."""
+    graph = {
+        name: {t for t in edges if not name.startswith(t + ".")}  # a module's own package
+        for name, edges in import_graph().items()
+    }
+    assert circles(graph) == []
+
+
 def test_every_module_has_a_layer():
     assert {top(p) for p in modules()} <= set(LAYER)
 

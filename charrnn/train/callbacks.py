@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from charrnn.train.loop import Trainer
+    from charrnn.train.protocol import TrainerLike
 
 
 @dataclass
@@ -63,9 +63,9 @@ class Callback:
     no files: a run folder's writer (charrnn.runs.writer) keeps checkpoints, metrics and
     config.json; the CLI turns the rest into a progress bar and log lines."""
 
-    def on_start(self, trainer: Trainer) -> None: ...
+    def on_start(self, trainer: TrainerLike) -> None: ...
     def on_step(self, stats: StepStats) -> None: ...
     def on_log(self, record: dict) -> None: ...  # a metrics record (see METRIC_KEYS)
     def on_eval(self, stats: EvalStats) -> None: ...
     def on_checkpoint(self, kind: str, payload: dict) -> None: ...  # kind: "best" or "last"
-    def on_end(self, trainer: Trainer) -> None: ...  # always, however the run ended
+    def on_end(self, trainer: TrainerLike) -> None: ...  # always, however the run ended

@@ -22,13 +22,13 @@ from charrnn.train.optim import load_optimizer_state
 from charrnn.train.schedule import Segment
 
 if TYPE_CHECKING:
-    from charrnn.train.loop import Trainer
+    from charrnn.train.protocol import TrainerLike
 
 # what the learning rate follows: a change to any of them on resume starts a new segment
 SCHEDULE_OPTIONS = ("max_steps", "time_budget", "lr", "min_lr_frac", "warmup_steps")
 
 
-def payload(trainer: Trainer, state=None, rng_states: list | None = None) -> dict:
+def payload(trainer: TrainerLike, state=None, rng_states: list | None = None) -> dict:
     """Everything a checkpoint holds, as plain data: what sampling needs (configs, vocabulary,
     weights) and what resuming needs (optimizer, position, carried state, RNG, schedule).
 
@@ -71,7 +71,7 @@ def payload(trainer: Trainer, state=None, rng_states: list | None = None) -> dic
     }
 
 
-def restore(trainer: Trainer, ckpt: dict) -> None:
+def restore(trainer: TrainerLike, ckpt: dict) -> None:
     """Put a trainer where the checkpoint `ckpt` left its run."""
     check_same_corpus(ckpt, trainer.corpus)
     trainer.model.load_state_dict(ckpt["model"])
@@ -130,7 +130,7 @@ def rng_state(device: torch.device) -> dict:
     return rng
 
 
-def rank_rng(trainer: Trainer, rng: dict) -> dict:
+def rank_rng(trainer: TrainerLike, rng: dict) -> dict:
     """This rank's generators: its own from the checkpoint when the run had as many
     ranks, rank 0's for rank 0, else fresh ones of its own (a "seed" for the GPU's)."""
     job = trainer.job
@@ -143,7 +143,7 @@ def rank_rng(trainer: Trainer, rng: dict) -> dict:
     return {"torch": torch.Generator().manual_seed(seed).get_state(), "seed": seed}
 
 
-def resumed_segment(trainer: Trainer, ckpt: dict) -> Segment:
+def resumed_segment(trainer: TrainerLike, ckpt: dict) -> Segment:
     """The schedule goes on where it was; a new length starts a new segment from
     the learning rate the run had reached (see charrnn.train.schedule)."""
     old, new = ckpt["train_config"], trainer.config.to_dict()
