@@ -3,7 +3,7 @@
 A config dataclass declares each field with `option(default, help, ...)`: the
 default is the field's own, and the metadata says how the command line spells
 it, which values it takes and which section of `--help` lists it. The CLI
-(`charrnn.cli.options`) turns these into click options, and the README's option
+(`charrnn.cli.options`) turns these into click options, and docs/options.md's option
 tables are generated from those commands, so a default, a range or a help text
 is written in exactly one place.
 

@@ -103,7 +103,7 @@ def cpu_has_amx() -> bool:
     """AMX tiles (Sapphire Rapids and later): where CPU bf16 matmuls beat fp32.
 
     AVX512-BF16 alone is not enough: on such a CPU bf16 autocast measured slower
-    than fp32 for these LSTMs (see the README's benchmark notes).
+    than fp32 for these LSTMs (see docs/benchmarks.md).
     """
     query = getattr(torch.cpu, "_is_amx_tile_supported", None)
     if query is not None:

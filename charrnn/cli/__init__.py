@@ -7,7 +7,7 @@
     sample.py    charrnn sample
     inspect.py   charrnn eval, runs, info, plot
     serve.py     charrnn serve (the server itself is charrnn.serve)
-    docs.py      the README's option tables, made from the commands
+    docs.py      docs/options.md's option tables, made from the commands
 
 Only this package imports click or rich. Library modules that load torch are
 imported inside the commands, so `charrnn --help` stays fast.

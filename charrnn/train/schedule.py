@@ -9,7 +9,7 @@ A resume that changes the length (a longer --time or --max-steps) starts a new
 The cosine of the new length would sit far above a finished run's floor (a 3m
 run extended to 6m stands at half its progress, about half the peak: 25 times
 the floor), so jumping onto it would shock the weights. What happens instead is
-`RESUME_POLICY`, chosen by measurement (README, "Resuming with a longer length"):
+`RESUME_POLICY`, chosen by measurement (docs/benchmarks.md, "Resuming with a longer length"):
 
 - "rewarm": climb linearly over `warmup` steps from the segment's learning rate to
   where an unbroken run of the new length would stand, then follow that run;
