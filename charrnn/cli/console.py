@@ -126,3 +126,8 @@ def format_loss(loss: float, unit: str = "char", sep: str = ", ") -> str:
 
 def count(n: int) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.0f}k" if n >= 1e3 else str(n)
+
+
+def plural(n: int, noun: str) -> str:
+    """`1 thread`, `2 threads`."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -11,7 +11,7 @@ import time
 
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 
-from charrnn.cli.console import console, format_loss, loss_unit
+from charrnn.cli.console import console, format_loss, loss_unit, plural
 from charrnn.options import format_duration
 from charrnn.train.callbacks import Callback
 
@@ -91,7 +91,7 @@ class TrainProgress(Callback):
         n = trainer.model.num_parameters()
         where = f"{trainer.device}, {trainer.precision}"
         if trainer.device.type == "cpu":
-            where += f", {trainer.threads} thread{'s' if trainer.threads != 1 else ''}"
+            where += f", {plural(trainer.threads, 'thread')}"
         self.progress.console.print(f"params  {n:,} on {where}", soft_wrap=True)
 
     def on_step(self, s) -> None:
@@ -111,6 +111,14 @@ class TrainProgress(Callback):
             speed=f"{s.chars_per_s:,.0f}",
             left=left,
         )
+
+    def on_log(self, record: dict) -> None:
+        if record["event"] == "threads":  # the tuner settled on another count
+            self.progress.console.print(
+                f"step {record['step']:>7,}  now on {plural(record['threads'], 'thread')}: "
+                "its steps measured quicker here",
+                soft_wrap=True,
+            )
 
     def on_eval(self, e) -> None:
         self.val = f"{e.val_loss:.3f}"

@@ -90,7 +90,7 @@ def train(ctx, corpus, run_name, out, resume, old_run_name, **options):
     OUT/NAME/: best.pt (lowest validation loss) and last.pt (newest), beside
     config.json, metrics.jsonl and loss.png. Ctrl-C saves last.pt and prints
     the command that resumes. Under torchrun each process trains its share
-    of the --batch-size streams (data-parallel; see the README).
+    of the --batch-size streams (data-parallel; see docs/distributed.md).
 
     \b
     Examples:
@@ -370,6 +370,11 @@ STATUS_TEXT = {
 }
 
 
+def thread_history(start: int, moves: list[tuple[int, int]]) -> str:
+    """`2, 1 from step 57, 2 from step 900`: the CPU threads a run trained on."""
+    return ", ".join([str(start)] + [f"{n} from step {step:,}" for step, n in moves])
+
+
 def show_summary(result, trainer, run_dir: Path) -> None:
     table = Table(title="training summary", show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
@@ -384,6 +389,8 @@ def show_summary(result, trainer, run_dir: Path) -> None:
     table.add_row("chars seen", f"{result.chars_seen:,}")
     table.add_row("time", format_duration(result.elapsed))
     table.add_row("speed", f"{result.chars_per_s:,.0f} chars/s")
+    if trainer.device.type == "cpu":
+        table.add_row("threads", thread_history(trainer.machine.threads, trainer.thread_steps))
     from charrnn.checkpoint import BEST, LAST  # torch is loaded by now: training ran
 
     if (run_dir / BEST).exists():

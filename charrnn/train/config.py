@@ -87,7 +87,7 @@ class TrainConfig:
         default_text="3m if no --max-steps",
         section="length and evaluation",
     )
-    eval_every: int | None = option(  # None: auto (see Trainer._eval_due)
+    eval_every: int | None = option(  # None: auto (see charrnn.train.cadence)
         None,
         "Evaluate and save every N steps; 0: only at the end. auto: every 30 s, or every "
         "pass over the training split when a pass is quicker (a small corpus overfits "
@@ -149,10 +149,11 @@ class TrainConfig:
     )
     threads: int | None = option(
         None,
-        "CPU threads, capped by the CPU affinity mask.",
+        "CPU threads, capped by the CPU affinity mask. Given, it is kept; by default "
+        "training measures, and runs on fewer while other programs keep cores busy.",
         metavar="N",
         min=1,
-        default_text="the physical cores this process may use",
+        default_text="the physical cores this process may use, tuned while training",
         section="machine",
     )
     dist_timeout: float = option(

@@ -41,31 +41,14 @@ from charrnn.runtime import (
     resolve_precision,
     set_threads,
 )
+from charrnn.train.cadence import eval_due, patience_ran_out
 from charrnn.train.callbacks import Callback, EvalStats, StepStats, TrainResult
 from charrnn.train.config import TrainConfig
 from charrnn.train.optim import make_optimizer, optimizer_step
 from charrnn.train.schedule import Length, Schedule, warmup_steps
 from charrnn.train.state import payload, rank_seed, restore, rng_state
 from charrnn.train.tally import IntervalMeter, StepTally, metric_record
-
-AUTO_EVAL_SHARE = 0.05
-AUTO_EVAL_MIN_INTERVAL = 30.0  # seconds
-
-
-def evals_without_improvement(evals: list[dict]) -> int:
-    """How many evaluations, counting back from the newest, did not set a new best."""
-    best, streak = math.inf, 0
-    for e in evals:
-        val = e.get("val_loss")
-        if val is not None and val < best:
-            best, streak = val, 0
-        else:
-            streak += 1
-    return streak
-
-
-def patience_ran_out(patience: int | None, evals: list[dict]) -> bool:
-    return patience is not None and evals_without_improvement(evals) >= patience
+from charrnn.train.threads import tuner_for
 
 
 class Trainer:
@@ -87,6 +70,9 @@ class Trainer:
         self.device, self.precision, self.threads = take_machine(config, self.job.device)
         label = device_label(self.device)
         self.machine = Machine(label, self.precision, self.threads, self.job.world)
+        self.tuner = tuner_for(config.threads, self.device.type, self.job.world, self.threads)
+        if self.tuner is not None:
+            set_threads(self.tuner.running)
         self.recorded_machine: dict | None = None  # what a resumed run ran on
         check_corpus_size(corpus, config.batch_size, config.seq_len, config.val_frac)
         config.check()
@@ -128,6 +114,7 @@ class Trainer:
         self.status = "running"
         self.created = dt.datetime.now().astimezone().isoformat(timespec="seconds")
         self.stop_requested = False
+        self.thread_steps: list[tuple[int, int]] = []  # (step, threads) as the tuner moved
         self.meter = IntervalMeter()
         self.resumed_from: dict | None = resume  # the checkpoint this run goes on from
         if resume is not None:
@@ -179,13 +166,15 @@ class Trainer:
             self._train_step(self.schedule(self.step, self.elapsed))
             if self.step % self.sync_every == 0 or self.step % self.config.log_every == 0:
                 self._sync()
+            if self.tuner is not None:
+                self._tune_threads(step_start)
             self.train_seconds += time.perf_counter() - step_start
             meter.chars += self.batches.chars_per_step
             self.elapsed = time.perf_counter() - start
             if self.step % self.config.log_every == 0:
                 meter.loss_sum = self.job.mean(meter.loss_sum)  # the mean over all streams
                 meter.read()
-                self._log_train(meter)
+                self._emit("on_log", train_record(self, meter))
             self._emit("on_step", step_stats(self, meter))
             stop, evaluate_now = self.job.any(
                 self.stop_requested,
@@ -214,19 +203,7 @@ class Trainer:
         else:  # interrupted, patience or non-finite: last.pt records why
             self.elapsed = time.perf_counter() - start
             self._save("last")
-        session_chars = self.chars_seen - chars_before
-        session_s = self.train_seconds - train_s_before
-        return TrainResult(
-            steps=self.step,
-            chars_seen=self.chars_seen,
-            elapsed=self.elapsed,
-            chars_per_s=session_chars / max(session_s, 1e-9),
-            best_val_loss=self.best_val_loss,
-            final_val_loss=self.last_val_loss,
-            status=self.status,
-            skipped_steps=self.skipped_steps,
-            evals=list(self.evals),
-        )
+        return run_result(self, chars_before, train_s_before)
 
     # ------------------------------------------------------------ the step
 
@@ -261,6 +238,15 @@ class Trainer:
         if self.window == self.batches.n_windows:
             self.window = 0
             self.epoch += 1
+
+    def _tune_threads(self, step_start: float) -> None:
+        """Run the next step on the tuner's count; log a count it settles on."""
+        if (run_on := self.tuner.step_ended(step_start)) is not None:
+            set_threads(run_on)
+        if self.tuner.threads != self.threads:
+            self.threads = self.tuner.threads
+            self.thread_steps.append((self.step, self.threads))
+            self._emit("on_log", metric(self, "threads", threads=self.threads))
 
     def _sync(self) -> None:
         """Bring the device-side tally to the host: the interval's losses and the skips.
@@ -314,10 +300,6 @@ class Trainer:
         if self.job.is_main:
             self._emit("on_checkpoint", kind, payload(self, state, rng_states))
 
-    def _log_train(self, meter: IntervalMeter) -> None:
-        speed = round(meter.chars_per_s, 1)
-        self._emit("on_log", metric(self, "train", train_loss=meter.loss, chars_per_s=speed))
-
 
 def take_machine(
     config: TrainConfig, device: torch.device | None = None
@@ -335,22 +317,21 @@ def schedule_for(config: TrainConfig) -> Schedule:
     )
 
 
-def eval_due(trainer: Trainer, since_last_eval: float, eval_seconds: float) -> bool:
-    """Whether this rank's clock or step count says an evaluation is due."""
-    every = trainer.config.eval_every
-    if every is None:  # auto: by the clock, scaled to what an evaluation costs
-        t = trainer
-        one_pass = t.train_seconds / t.step * t.batches.n_windows if t.step else math.inf
-        return since_last_eval >= auto_eval_interval(one_pass, eval_seconds)
-    return every > 0 and trainer.step % every == 0
-
-
-def auto_eval_interval(one_pass: float, eval_seconds: float) -> float:
-    """Seconds between automatic evaluations: 30, or one pass over the training split if
-    that is quicker (a small corpus overfits within seconds, and best.pt should catch its
-    best moment), but never so often that evaluating and saving take more than
-    AUTO_EVAL_SHARE of the time."""
-    return max(min(AUTO_EVAL_MIN_INTERVAL, one_pass), eval_seconds / AUTO_EVAL_SHARE)
+def run_result(trainer: Trainer, chars_before: int, train_s_before: float) -> TrainResult:
+    """How the run went; the speed is this session's (since a resume, if any)."""
+    t = trainer
+    session_chars, session_s = t.chars_seen - chars_before, t.train_seconds - train_s_before
+    return TrainResult(
+        steps=t.step,
+        chars_seen=t.chars_seen,
+        elapsed=t.elapsed,
+        chars_per_s=session_chars / max(session_s, 1e-9),
+        best_val_loss=t.best_val_loss,
+        final_val_loss=t.last_val_loss,
+        status=t.status,
+        skipped_steps=t.skipped_steps,
+        evals=list(t.evals),
+    )
 
 
 def step_stats(trainer: Trainer, meter: IntervalMeter) -> StepStats:
@@ -366,6 +347,12 @@ def step_stats(trainer: Trainer, meter: IntervalMeter) -> StepStats:
         progress=t.schedule.length.progress(t.step, t.elapsed),
         best_val_loss=t.best_val_loss,
     )
+
+
+def train_record(trainer: Trainer, meter: IntervalMeter) -> dict:
+    """A log interval's metrics record: its mean loss and speed."""
+    speed = round(meter.chars_per_s, 1)
+    return metric(trainer, "train", train_loss=meter.loss, chars_per_s=speed)
 
 
 def metric(trainer: Trainer, event: str, **values) -> dict:

@@ -78,7 +78,7 @@ class StepTally:
 
 # every metrics record has all of these keys; those that do not apply are null
 METRIC_KEYS = (
-    "event",  # "train" (a log interval) or "eval"
+    "event",  # "train" (a log interval), "eval", or "threads" (the count changed)
     "step",
     "epoch",
     "chars_seen",
@@ -89,6 +89,7 @@ METRIC_KEYS = (
     "chars_per_s",
     "elapsed",  # seconds of wall clock since the run began, across resumes
     "skipped",  # non-finite steps skipped so far
+    "threads",  # the CPU threads training runs on from here (a "threads" record)
 )
 
 
