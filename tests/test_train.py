@@ -92,6 +92,32 @@ def test_trainer_validation_equals_evaluate_on_the_tail(write_corpus, tmp_path):
     assert result.final_val_loss == pytest.approx(evaluate(trainer.model, tail, trainer.device))
 
 
+def test_validation_is_in_fp32_whatever_the_run_trains_in(write_corpus, tmp_path, monkeypatch):
+    """A bf16 run (`auto` on an AMX CPU or a recent GPU) still validates in fp32, so its
+    val loss is what `charrnn eval` gives on any machine. bf16 is only named here:
+    autocast is off, so this runs on CPUs that have no bf16 at all."""
+    import contextlib
+
+    import charrnn.train.loop
+
+    monkeypatch.setattr(charrnn.train.loop, "resolve_precision", lambda name, device: "bf16")
+    monkeypatch.setattr(charrnn.train.loop, "autocast", lambda *a: contextlib.nullcontext())
+    asked = []
+    real = charrnn.train.loop.evaluate_shared
+    monkeypatch.setattr(
+        charrnn.train.loop,
+        "evaluate_shared",
+        lambda model, ids, device, precision, job: (
+            asked.append(precision) or real(model, ids, device, "fp32", job)
+        ),
+    )
+    corpus = load_corpus(write_corpus(PANGRAM))
+    config = TrainConfig(batch_size=4, seq_len=16, max_steps=5)
+    trainer = run_trainer(corpus, small_model(len(corpus.vocab)), config, tmp_path / "r")
+    trainer.run()
+    assert trainer.precision == "bf16" and asked == ["fp32"]
+
+
 def test_learning_rate_warms_up_then_follows_a_cosine(write_corpus, tmp_path):
     corpus = load_corpus(write_corpus(PANGRAM))
     config = TrainConfig(

@@ -265,13 +265,14 @@ class Trainer:
     # ------------------------------------------------------------ evaluation, checkpoints
 
     def _evaluate_and_save(self, start: float) -> float:
-        """Evaluate, save last.pt (and best.pt on improvement); returns the seconds it took."""
+        """Evaluate in fp32 whatever the run trains in (so `charrnn eval` gives the same loss,
+        on any machine), save last.pt (and best.pt on improvement); returns the seconds."""
         wait = time.perf_counter()
         self._sync()  # the metrics and the checkpoint record every step so far
         t0 = time.perf_counter()
         self.train_seconds += t0 - wait  # a GPU finishing queued steps is training time
         if len(self.val_ids) >= 2:
-            val = evaluate_shared(self.model, self.val_ids, self.device, self.precision, self.job)
+            val = evaluate_shared(self.model, self.val_ids, self.device, "fp32", self.job)
             best = self.best_val_loss
             is_best = math.isfinite(val) and (best is None or val < best)
             self.last_val_loss = val
