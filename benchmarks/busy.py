@@ -3,11 +3,13 @@
 Each situation trains the defaults for --time on the first --chars characters of the
 corpus, as its own `python -m charrnn train` process; "busy" runs start one
 `python -c "while True: pass"` per --busy beside it (killed when the run ends). The
-situations take turns within each of --repeats rounds, so a drift of the machine
-touches them all alike. A run's speed is its chars seen over its training seconds
-(last.pt: evaluation left out); a situation's figure is the median over the rounds.
+situations take turns within each of --repeats rounds, every other round in reverse
+order, so a drift of the machine touches them all alike. A run's speed is its chars
+seen over its training seconds (last.pt: evaluation left out); a situation's figure
+is the median over the rounds.
 
-Then the ratios the tuner is held to, from this one invocation:
+Then the ratios the tuner is held to, from this one invocation, each the median over
+the rounds of that round's ratio (runs minutes apart, not the machine's drift):
 - beside the busy process(es): adaptive / the better of (one thread fewer) and
   (OMP_WAIT_POLICY=PASSIVE), at least 0.9;
 - on a quiet machine: adaptive / today's fixed count, at least 0.97.
@@ -111,7 +113,8 @@ def main() -> None:
         corpus.write_text(a.corpus.read_text(encoding="utf-8")[: a.chars], encoding="utf-8")
         os.environ["CHARRNN_CACHE_DIR"] = str(work / "cache")
         for round_ in range(a.repeats):
-            for i, (name, (busy, args, env)) in enumerate(cases.items()):
+            order = list(enumerate(cases.items()))
+            for i, (name, (busy, args, env)) in order[:: 1 if round_ % 2 == 0 else -1]:
                 console.print(f"round {round_ + 1}/{a.repeats}: {name}", style="dim")
                 with busy_processes(a.busy if busy else 0):
                     speed, threads = train_speed(corpus, work, f"r{round_}-{i}", args, env, a.time)
@@ -135,10 +138,15 @@ def show(cases, speeds, used, a, cores: int) -> None:
     console.print(f"charrnn starts on {cores} threads; --precision auto is {precision} here")
     console.print(f"{a.chars:,} characters of {a.corpus}, {a.repeats} rounds")
     console.print(table)
-    busy_ratio = median[busy_adaptive] / max(median[fewer], median[passive])
-    quiet_ratio = median[quiet_adaptive] / median[quiet_fixed]
-    console.print(f"busy:  adaptive / better fix = {busy_ratio:.3f} (goal >= 0.90)")
-    console.print(f"quiet: adaptive / fixed      = {quiet_ratio:.3f} (goal >= 0.97)")
+    rounds = range(a.repeats)
+    busy_ratio = statistics.median(
+        speeds[busy_adaptive][r] / max(speeds[fewer][r], speeds[passive][r]) for r in rounds
+    )
+    quiet_ratio = statistics.median(
+        speeds[quiet_adaptive][r] / speeds[quiet_fixed][r] for r in rounds
+    )
+    console.print(f"busy:  adaptive / better fix = {busy_ratio:.3f} (goal >= 0.90; per round)")
+    console.print(f"quiet: adaptive / fixed      = {quiet_ratio:.3f} (goal >= 0.97; per round)")
     console.print(f"busy, fixed {cores}: {median[busy_fixed] / median[quiet_fixed]:.2f} of quiet")
 
 

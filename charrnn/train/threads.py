@@ -30,12 +30,12 @@ WINDOW_STEPS = 3  # one measurement: the median of at least this many steps
 WINDOW_SECONDS = 0.2  # ... lasting at least this long,
 LONG_WINDOW_SECONDS = 0.5  # or of however few steps last this long (slow steps are clear)
 MARGIN = 0.08  # another count is taken only if its steps are this much quicker
-LOST = 1.5  # one step of B this many times slower than A's windows ends the comparison
+CLEAR = 1.5  # a step this many times slower than the other count's windows is a window
 DRIFT = 0.3  # steps this much slower or quicker than measured: the machine changed
 RECENT_STEPS = 8  # the median of these is watched for drift
 # seconds until the next look at one thread more (below the starting count) or one
 # fewer (at it, where drift is the usual sign); doubled after each comparison lost
-RECHECK_BELOW = (8.0, 64.0)
+RECHECK_BELOW = (10.0, 80.0)
 RECHECK_AT_MOST = (30.0, 240.0)
 
 
@@ -61,8 +61,9 @@ class ThreadTuner:
     mid-comparison, cannot pick a count that is slower. The run's first comparison
     is B, A, with the steps starting on B (`running` is the count the first step
     runs on): there the warm-up can only slow B, and a busy machine costs the run
-    one window on the count that spins. A step of B far slower than A ends the
-    comparison at once, so a look at a count that turns out worse costs one step.
+    one window on the count that spins. A step far slower than the other count's
+    windows is a window by itself, so a look at a count that turns out worse costs
+    one step.
     """
 
     def __init__(self, threads: int, most: int | None = None):
@@ -98,10 +99,7 @@ class ThreadTuner:
         if self.phase == "watch":
             return self.watch(seconds)
         self.window.append(seconds)
-        if self.running == self.candidate and self.clearly_slower(seconds):
-            self.timed.append((self.running, seconds))  # no need to see more of it
-            return self.judge()
-        if not window_full(self.window):
+        if not (window_full(self.window) or self.clearly_slower(seconds)):
             return None
         self.timed.append((self.running, statistics.median(self.window)))
         self.window = []
@@ -154,9 +152,10 @@ class ThreadTuner:
         return None
 
     def clearly_slower(self, seconds: float) -> bool:
-        """Whether a step of B took far longer than the A windows timed so far."""
-        a = [t for n, t in self.timed if n == self.threads]
-        return bool(a) and seconds > LOST * max(a)
+        """Whether a step took far longer than every window of the other count so far:
+        then it alone stands for its count, and no more steps are spent on it."""
+        other = [t for n, t in self.timed if n != self.running]
+        return bool(other) and seconds > CLEAR * max(other)
 
     def run_on(self, count: int) -> int | None:
         """`count` if the steps must move to it, else None."""
