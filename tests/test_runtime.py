@@ -171,8 +171,8 @@ def test_threads_default_to_what_this_process_may_use():
     before = torch.get_num_threads()
     try:
         assert set_threads(1) == 1
-        torch.set_num_threads(before)
-        assert 1 <= set_threads(None) <= before
+        # torch's own default, not the count now: an earlier run here may have left fewer
+        assert 1 <= set_threads(None) <= runtime.TORCH_DEFAULT_THREADS
     finally:
         torch.set_num_threads(before)
 

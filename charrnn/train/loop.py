@@ -133,6 +133,7 @@ class Trainer:
             self._emit("on_start", self)
             return self._run()
         finally:
+            set_threads(self.threads)  # the count settled on, not a comparison's
             self._emit("on_end", self)
 
     def _emit(self, hook: str, *args) -> None:
