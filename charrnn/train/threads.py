@@ -3,13 +3,14 @@
 PyTorch's CPU kernels split each operation over OpenMP threads that meet at a barrier,
 and a thread waiting there spins on its core. When another program keeps a core busy,
 the thread that shares that core gets half of it, and every barrier waits for it: on
-2 cores beside one busy process, 2 threads trained 3x slower than on a quiet machine,
-and 1 thread twice as fast as 2. Neither count suits both cases, and nothing outside
-the run says which case this is, so the trainer measures.
+2 cores beside one busy process, 2 threads trained 3 to 5 times slower than on a quiet
+machine, and 1 thread 2.5 times faster than 2 (docs/benchmarks.md). Neither count
+suits both cases, and nothing outside the run says which case this is, so the trainer
+measures.
 
-ThreadTuner is told how long each training step took. After a short settling-in it
-times a few steps with one thread fewer, and keeps that count only if it was clearly
-faster. While it watches, a step time that moves away from what it measured last
+ThreadTuner is told how long each training step took. The run starts on one thread
+fewer, times a few steps there and a few on every core, and keeps the fewer only if
+it was clearly faster. While it watches, a step time that moves away from what it measured last
 (another program started or stopped) makes it compare again, and now and then it
 tries one thread more, up to the count it started with, so a run given back its cores
 takes them again. A comparison costs a few steps, most of a second at the defaults.
