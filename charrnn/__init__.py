@@ -24,6 +24,7 @@ _EXPORTS = {
     "score_text": "charrnn.evaluate",
     "run_trainer": "charrnn.runs.writer",
     "plan_run": "charrnn.runs.resume",
+    "prepare_run": "charrnn.runs.start",
     "load_checkpoint": "charrnn.checkpoint",
     "restore_model": "charrnn.checkpoint",
     "generate": "charrnn.sample.generate",

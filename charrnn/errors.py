@@ -4,6 +4,8 @@ The CLI turns a `CharrnnError` into a one-line message and a non-zero exit;
 anything else that escapes is a bug and keeps its traceback.
 """
 
+from contextlib import contextmanager
+
 
 class CharrnnError(Exception):
     """A problem with the user's input: a file, an option, a checkpoint."""
@@ -45,3 +47,16 @@ class WriteError(CharrnnError, OSError):
 
 class RunInUseError(CharrnnError):
     """Another process is training into the same run folder."""
+
+
+@contextmanager
+def said_by_rank_0():
+    """Refusals that follow from what every rank read alike (the plan, the corpus, the
+    checkpoint) come out the same on every rank: under torchrun rank 0 says them once.
+    Only checks of shared data belong here, never of this machine."""
+    try:
+        yield
+    except EveryRankError:
+        raise
+    except CharrnnError as e:
+        raise EveryRankError(str(e)) from None

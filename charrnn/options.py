@@ -52,6 +52,11 @@ class Spec:
     default_text: str | None = None  # the default, where the field's default is a placeholder
 
 
+def fitted(default) -> str:
+    """The shown default of an option a new run's plan chooses (charrnn.runs.sizing)."""
+    return f"fitted by the plan; {default} with CHARRNN_PLAN=off"
+
+
 def option(default, help: str, **spec):
     """A dataclass field with a default and the option that sets it."""
     return dataclasses.field(default=default, metadata={"option": Spec(help=help, **spec)})

@@ -187,6 +187,14 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return "fp32"
 
 
+def bf16_runs_on(device_option: str) -> bool:
+    """Whether bf16 trains natively on the device an option names (no emulation)."""
+    device = resolve_device(device_option)
+    if device.type == "cuda":
+        return cuda_bf16_native(device)
+    return device.type == "cpu" and cpu_bf16_problem() is None
+
+
 def autocast(device: torch.device, precision: str):
     """A context in which matmuls and recurrent layers run in bf16 (weights stay fp32)."""
     if precision != "bf16":

@@ -50,6 +50,19 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("CHARRNN_CACHE_DIR", str(tmp_path / "cache"))
 
 
+def pytest_configure(config):
+    """Runs that leave options out get the fixed defaults, as `CHARRNN_PLAN=off` asks, so
+    a test's tiny run does not probe the machine first (module-scoped fixtures and real
+    processes included). Tests marked `plan` get the fitted plan."""
+    os.environ["CHARRNN_PLAN"] = "off"
+
+
+@pytest.fixture(autouse=True)
+def _plans_where_marked(request, monkeypatch):
+    if request.node.get_closest_marker("plan") is not None:
+        monkeypatch.delenv("CHARRNN_PLAN", raising=False)
+
+
 @contextmanager
 def no_loss_plot():
     """`charrnn train` in this process skips drawing loss.png (0.4 s of matplotlib a run),

@@ -15,16 +15,19 @@ from charrnn.cli.console import console, format_loss, loss_unit, plural
 from charrnn.options import format_duration
 from charrnn.train.callbacks import Callback
 
+PROBING = "probing"  # the phase charrnn.runs.probe reports, in milliseconds
+
 
 class EncodeProgress:
-    """A transient progress bar for reading and encoding the corpus (shown after 1 s)."""
+    """A transient progress bar for reading and encoding the corpus, and for the plan's
+    probe of the machine (shown after 1 s)."""
 
     def __init__(self):
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             TaskProgressColumn(),
-            TextColumn("{task.fields[mb]} MB"),
+            TextColumn("{task.fields[mb]}"),
             console=console,
             transient=True,
         )
@@ -46,7 +49,9 @@ class EncodeProgress:
             self.progress.start()
         if phase not in self.tasks:
             self.tasks[phase] = self.progress.add_task(phase, total=max(total, 1), mb="")
-        self.progress.update(self.tasks[phase], completed=done, mb=f"{done / 1e6:,.0f}")
+        # the probe counts milliseconds of its allowance; the corpus phases count bytes
+        shown = f"{done / 1e3:.1f} s" if phase == PROBING else f"{done / 1e6:,.0f} MB"
+        self.progress.update(self.tasks[phase], completed=done, mb=shown)
 
 
 class TrainProgress(Callback):

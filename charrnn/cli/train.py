@@ -25,8 +25,9 @@ from charrnn.cli.console import (
     warn,
 )
 from charrnn.cli.options import SectionedCommand, SectionOption, config_options, out_option
+from charrnn.cli.plan import show_plan
 from charrnn.cli.progress import EncodeProgress, TrainProgress
-from charrnn.errors import CharrnnError, EveryRankError
+from charrnn.errors import CharrnnError, EveryRankError, said_by_rank_0
 from charrnn.model.config import ModelConfig
 from charrnn.options import format_duration
 from charrnn.text.config import TextConfig, TokenizerConfig
@@ -77,8 +78,17 @@ COLLECTIVE_FAILURE = re.compile(
     cls=SectionOption,
     section="run control",
 )
+@click.option(
+    "--plan",
+    "plan_only",
+    is_flag=True,
+    help="Print the plan fitted to the corpus, the budget and this machine, and exit "
+    "(no run folder is made).",
+    cls=SectionOption,
+    section="run control",
+)
 @click.pass_context
-def train(ctx, corpus, run_name, out, resume, old_run_name, **options):
+def train(ctx, corpus, run_name, out, resume, old_run_name, plan_only, **options):
     """Train a character-level language model on CORPUS.
 
     CORPUS is one or more text files or folders (every *.txt below, sorted),
@@ -95,6 +105,7 @@ def train(ctx, corpus, run_name, out, resume, old_run_name, **options):
     \b
     Examples:
       charrnn train corpora/shakespeare.txt --time 3m
+      charrnn train input.txt --time 10m --plan
       charrnn train input.txt --cell gru --layers 2 --hidden 256 --max-steps 2000
       charrnn train input.txt --name mine --dropout 0.2 --time 1h --patience 5
       charrnn train input.txt --resume mine --time 2h
@@ -118,27 +129,37 @@ def train(ctx, corpus, run_name, out, resume, old_run_name, **options):
 
 def train_job(ctx, job, corpus, run_name, out, resume, options, given) -> None:
     """One process's part of `charrnn train`: all of it, or one rank's under torchrun."""
-    from charrnn.runs.resume import (
-        plan_configs,
-        plan_job_run,
-        planned_batch_size,
-        refuse_finished_run,
-    )
+    from charrnn.runs.resume import refuse_finished_run
+    from charrnn.runs.start import prepare_run
     from charrnn.runs.writer import run_trainer
 
-    plan = plan_job_run(job, corpus[0], options, given, run_name, out, resume)
-    job.check_batch(planned_batch_size(plan, options, given))  # before any slow work
-    corpus_data = job.in_turn(lambda: read_corpus(corpus, plan, show=job.is_main))
-    with said_by_rank_0():
-        model_config, train_config = plan_configs(plan, corpus_data, options, given)
+    if ctx.params["plan_only"] and resume is not None:
+        raise CharrnnError(
+            "--plan fits a new run; a resumed run goes on with the plan in its config.json"
+        )
+    with EncodeProgress() if job.is_main else nullcontext() as progress:
+        prepared = prepare_run(
+            job, list(corpus), options, given, run_name, out, resume,
+            progress=progress.update if job.is_main else None,
+        )  # fmt: skip
+    run, corpus_data = prepared.run, prepared.corpus
+    if ctx.params["plan_only"]:
+        if job.is_main:
+            show_plan(prepared, measurements=True)
+        return
+    if job.is_main and prepared.fit is not None and run.checkpoint is None:
+        show_plan(prepared)
     # the Trainer checks the corpus size and, on resume, the corpus hash, before printing;
     # what it refuses may be this machine's alone (a precision), so every rank says it
     trainer = run_trainer(
-        corpus_data, model_config, train_config, plan.run_dir, resume=plan.checkpoint, job=job
-    )
+        corpus_data, prepared.model_config, prepared.train_config, run.run_dir,
+        resume=run.checkpoint, job=job, plan=prepared.fit,
+    )  # fmt: skip
     with said_by_rank_0():
         refuse_finished_run(trainer)
-    describe_start(corpus_data, model_config, train_config, plan.run_dir, plan.checkpoint)
+    describe_start(
+        corpus_data, prepared.model_config, prepared.train_config, run.run_dir, run.checkpoint
+    )
     describe_job(job)
     describe_machine(trainer, ctx.meta.get(RECORDED_MACHINE))
     progress = TrainProgress(trainer) if job.is_main else nullcontext()
@@ -150,38 +171,9 @@ def train_job(ctx, job, corpus, run_name, out, resume, options, given) -> None:
         # rank 0 reports and sets the job's exit status; a non-zero exit here would
         # have torchrun stop rank 0 before it says why the run ended
         return
-    show_summary(result, trainer, plan.run_dir)
-    plot_run(plan.run_dir)
-    report_ending(result, train_config, corpus, plan, received, job)
-
-
-def read_corpus(corpus, plan, show: bool):
-    """The encoded corpus, from the cache or encoded now (with a progress bar if `show`)."""
-    from charrnn.data.cache import load_corpus
-
-    with EncodeProgress() if show else nullcontext() as progress:
-        return load_corpus(
-            list(corpus),
-            plan.text_config,
-            plan.tokenizer_config,
-            existing=plan.tokenizer,
-            expected_sha256=plan.corpus_sha256,
-            val_frac=plan.val_frac,
-            progress=progress.update if show else None,
-        )
-
-
-@contextmanager
-def said_by_rank_0():
-    """Refusals that follow from what every rank read alike (the plan, the corpus, the
-    checkpoint) come out the same on every rank: under torchrun rank 0 says them once.
-    Only checks of shared data belong here, never of this machine."""
-    try:
-        yield
-    except EveryRankError:
-        raise
-    except CharrnnError as e:
-        raise EveryRankError(str(e)) from None
+    show_summary(result, trainer, run.run_dir)
+    plot_run(run.run_dir)
+    report_ending(result, prepared.train_config, corpus, run, received, job)
 
 
 @contextmanager

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from charrnn.options import option
+from charrnn.options import fitted, option
 
 CELLS = ("lstm", "gru", "rnn")
 
@@ -15,12 +15,25 @@ CELLS = ("lstm", "gru", "rnn")
 @dataclass
 class ModelConfig:
     vocab_size: int
-    cell: str = option("lstm", "Recurrent cell type.", choices=CELLS, section="model")
-    layers: int = option(
-        1, "Number of stacked recurrent layers.", metavar="N", min=1, section="model"
+    cell: str = option(
+        "lstm", "Recurrent cell type.", choices=CELLS, default_text=fitted("lstm"), section="model"
     )
-    hidden: int = option(512, "Hidden units per layer.", metavar="N", min=1, section="model")
-    embed: int = option(64, "Character embedding size.", metavar="N", min=1, section="model")
+    layers: int = option(
+        1,
+        "Number of stacked recurrent layers.",
+        metavar="N",
+        min=1,
+        default_text=fitted(1),
+        section="model",
+    )
+    hidden: int = option(
+        512, "Hidden units per layer.", metavar="N", min=1, default_text=fitted(512),
+        section="model",
+    )  # fmt: skip
+    embed: int = option(
+        64, "Character embedding size.", metavar="N", min=1, default_text=fitted(64),
+        section="model",
+    )  # fmt: skip
     dropout: float = option(
         0.0,
         "Dropout between layers and before the output layer, in [0, 1).",
@@ -28,6 +41,7 @@ class ModelConfig:
         min=0,
         max=1,
         max_open=True,
+        default_text=fitted(0),
         section="model",
     )
 

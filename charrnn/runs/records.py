@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 CONFIG, METRICS, PLOT = "config.json", "metrics.jsonl", "loss.png"
 
 # config.json keys that describe the run rather than set an option
-RUN_INFO_KEYS = {"charrnn_version", "info"}
+RUN_INFO_KEYS = {"charrnn_version", "info", "plan"}
 # ------------------------------------------------------------------ config.json
 
 
@@ -43,8 +43,9 @@ def data_options(text_config: dict, tokenizer_config: dict) -> dict:
     return {**text_config, "tokenizer": tokenizer.pop("kind"), **tokenizer}
 
 
-def run_config(trainer: Trainer) -> dict:
-    """config.json: the options (replayable with `--config`) and what they resolved to."""
+def run_config(trainer: Trainer, plan=None) -> dict:
+    """config.json: the options (replayable with `--config`), what they resolved to, and
+    the plan (charrnn.runs.sizing.Plan) that fitted them, if one did."""
     model_options = trainer.model.config.to_dict()
     vocab_size = model_options.pop("vocab_size")  # follows from the corpus, not an option
     return {
@@ -67,6 +68,7 @@ def run_config(trainer: Trainer) -> dict:
             "processes": trainer.job.world,
             "created": trainer.created,
         },
+        **({"plan": plan.to_dict()} if plan is not None else {}),
     }
 
 

@@ -35,8 +35,9 @@ FILE_NAMES = {"best": BEST, "last": LAST}
 class RunFiles(Callback):
     """Keeps a run folder: checkpoints, metrics.jsonl and config.json, under the run lock."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, plan=None):
         self.run_dir = Path(run_dir)
+        self.plan = plan  # the charrnn.runs.sizing.Plan that fitted the run, if one did
         self.lock = RunLock(self.run_dir)
         self.metrics = MetricsLog(self.run_dir)
         self.last_known: tuple | None = None  # (step, elapsed) of the newest last.pt we know
@@ -48,7 +49,7 @@ class RunFiles(Callback):
             self.last_known = (trainer.resumed_from["step"], trainer.resumed_from["elapsed"])
         self._check_unchanged()
         remove_stale_temp_files(self.run_dir)
-        write_run_config(self.run_dir, run_config(trainer))
+        write_run_config(self.run_dir, run_config(trainer, self.plan))
         self.metrics.open(up_to_step=trainer.step)
 
     def _check_unchanged(self) -> None:
@@ -93,11 +94,12 @@ def run_trainer(
     callback: Callback | None = None,
     resume: dict | None = None,
     job: Job | None = None,
+    plan=None,
 ) -> Trainer:
     """A Trainer whose run is kept in `run_dir` (its RunFiles goes first, so the lock is
     taken before anything else happens), with `callback` after it. Under torchrun only
-    rank 0 keeps the folder."""
+    rank 0 keeps the folder. `plan` (a fitted run's) goes into config.json."""
     callbacks = [callback] if callback is not None else []
     if job is None or job.is_main:
-        callbacks.insert(0, RunFiles(run_dir))
+        callbacks.insert(0, RunFiles(run_dir, plan))
     return Trainer(corpus, model_config, config, callbacks, resume=resume, job=job)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from charrnn.errors import CharrnnError
-from charrnn.options import DEVICE_METAVAR, PRECISIONS, option
+from charrnn.options import DEVICE_METAVAR, PRECISIONS, fitted, option
 from charrnn.train.schedule import DEFAULT_WARMUP_STEPS
 
 DEFAULT_TIME_BUDGET = 180.0  # seconds, when neither max_steps nor time_budget is given
@@ -23,6 +23,7 @@ class TrainConfig:
         "Number of parallel streams the corpus is cut into.",
         metavar="B",
         min=1,
+        default_text=fitted(32),
         section="batching",
     )
     seq_len: int = option(
@@ -30,6 +31,7 @@ class TrainConfig:
         "Truncated-BPTT window: characters per stream per step.",
         metavar="T",
         min=1,
+        default_text=fitted(50),
         section="batching",
     )
     # optimisation
@@ -39,6 +41,7 @@ class TrainConfig:
         metavar="LR",
         min=0,
         min_open=True,
+        default_text=fitted(0.007),
         section="optimisation",
     )
     min_lr_frac: float = option(
@@ -57,7 +60,12 @@ class TrainConfig:
         section="optimisation",
     )
     weight_decay: float = option(
-        0.0, "AdamW decoupled weight decay.", metavar="W", min=0, section="optimisation"
+        0.0,
+        "AdamW decoupled weight decay.",
+        metavar="W",
+        min=0,
+        default_text=fitted(0),
+        section="optimisation",
     )
     grad_clip: float = option(
         1.0,
@@ -76,7 +84,12 @@ class TrainConfig:
         section="length and evaluation",
     )
     max_steps: int | None = option(
-        None, "Stop after this many steps.", metavar="N", min=1, section="length and evaluation"
+        None,
+        "Stop after this many steps.",
+        metavar="N",
+        min=1,
+        default_text="none; a plan ends a run that would make too many passes",
+        section="length and evaluation",
     )
     time_budget: float | None = option(  # seconds of wall clock, evaluations included
         None,
@@ -116,7 +129,7 @@ class TrainConfig:
         "Stop after N evaluations in a row without a new best validation loss.",
         metavar="N",
         min=1,
-        default_text="off",
+        default_text="off; a plan that predicts many passes sets it",
         section="length and evaluation",
     )
     max_skips: int = option(
@@ -145,6 +158,7 @@ class TrainConfig:
         "CUDA GPU. auto: bf16 on "
         "CUDA GPUs with native bf16 (Ampere or newer) and on CPUs with AMX, else fp32.",
         choices=PRECISIONS,
+        default_text=fitted("auto"),
         section="machine",
     )
     threads: int | None = option(
