@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from charrnn.checkpoint import load_checkpoint
-from charrnn.runs import probe, sizing
+from charrnn.runs import probe, sizing, start
 from tests.conftest import MIXED_TEXT
 from tests.test_sizing import cpu
 
@@ -70,7 +70,7 @@ def test_a_planned_run_records_its_plan_and_a_resume_keeps_it(
     assert config["model"]["hidden"] == plan["choices"]["hidden"]["value"]
     assert plan["choices"]["hidden"]["source"] == "fitted"
     assert config["info"]["precision"] == "bf16" or not sizing_bf16_here()
-    monkeypatch.setattr(sizing, "make_plan", lambda *a, **k: pytest.fail("re-planned"))
+    monkeypatch.setattr(start, "make_plan", lambda *a, **k: pytest.fail("re-planned"))
     run_cli("train", corpus, "--max-steps", "5", "--out", out, "--resume", "r", "--threads", "1")
     last = load_checkpoint(out / "r" / "last.pt")
     assert last["step"] == 5

@@ -9,7 +9,8 @@ import random
 import pytest
 
 from charrnn.runs import sizing
-from charrnn.runs.sizing import Budget, Candidate, Machine, make_plan, parameter_count
+from charrnn.runs.planner import make_plan
+from charrnn.runs.sizing import Budget, Candidate, Machine, parameter_count
 from tests.test_plan import default_options
 
 SHAKESPEARE = 1_003_854  # training characters of tinyshakespeare

@@ -18,9 +18,10 @@ from charrnn.data.cache import EncodedCorpus, default_cache_dir, load_corpus
 from charrnn.distributed import Job
 from charrnn.errors import CharrnnError, said_by_rank_0
 from charrnn.model.config import ModelConfig
+from charrnn.runs.planner import make_plan
 from charrnn.runs.records import CONFIG
 from charrnn.runs.resume import RunPlan, plan_configs, plan_job_run
-from charrnn.runs.sizing import PLANNED, Budget, Plan, make_plan, probe_allowance
+from charrnn.runs.sizing import PLANNED, Budget, Plan, probe_allowance
 from charrnn.train.config import DEFAULT_TIME_BUDGET, TrainConfig
 
 
