@@ -485,3 +485,20 @@ def test_our_frames_are_the_package_files_not_a_folder_named_charrnn():
     )
     assert our_frames(traceback) == [str(ours)]
     assert our_frames(f'  File "{elsewhere}", line 892, in <module>') == []
+
+
+@pytest.mark.plan
+@pytest.mark.timeout(2 * LAUNCH_TIMEOUT)
+def test_rank_0_plans_and_every_rank_trains_that_plan(work):
+    """Only --hidden is given: rank 0 probes and fits the rest, and counts both
+    processes' throughput; the ranks train one model (DDP refuses shapes that differ)."""
+    args = ["--hidden", "32", "--max-steps", "4", "--time", "20s", "--name", "planned"]
+    done = run(work, torchrun("train", "c.txt", *args))
+    assert done.stderr.count("plan    fitted to") == 1  # rank 0 alone shows it
+    config = json.loads((work / "checkpoints" / "planned" / "config.json").read_text())
+    plan = config["plan"]
+    assert plan["choices"]["hidden"] == {"value": 32, "source": "given", "why": ""}
+    assert config["train"]["batch_size"] % 2 == 0
+    assert config["model"]["layers"] == plan["choices"]["layers"]["value"]
+    assert plan["processes"] == 2  # its speed and passes count both processes
+    assert load_checkpoint(work / "checkpoints" / "planned" / "last.pt")["step"] == 4

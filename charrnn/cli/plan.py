@@ -31,9 +31,10 @@ def show_plan(prepared, measurements: bool = False) -> None:
         table.add_row(FLAGS[name], escape(str(choice.value)), choice.source, escape(choice.why))
     console.print(table)
     if fit.tokens_per_s is not None:
+        ranks = f" ({fit.processes} processes)" if fit.processes > 1 else ""
         info(
-            f"expect  {fit.tokens_per_s:,.0f} {unit}/s -> {fit.predicted_tokens:,} {unit} "
-            f"seen, {fit.passes:.1f} passes over the training split"
+            f"expect  {fit.tokens_per_s:,.0f} {unit}/s{ranks} -> {fit.predicted_tokens:,} "
+            f"{unit} seen, {fit.passes:.1f} passes over the training split"
         )
     if measurements:
         for m in fit.measured:

@@ -208,6 +208,7 @@ def make_plan(options: dict, given: set[str], train_tokens: int, vocab: int, bud
         passes=passes,
         probe_seconds=0.0,
         train_tokens=train_tokens,
+        processes=budget.processes,
         measured=[
             {"candidate": c.describe(), "tokens_per_s": None if v is None else round(v)}
             for c, v in planner.speeds.items()

@@ -132,6 +132,7 @@ class Plan:
     train_tokens: int
     measured: list[dict] = field(default_factory=list)  # every probe measurement
     time_budget: float | None = None  # the training seconds left once the probe is done
+    processes: int = 1  # torchrun ranks the speed counts
 
     def options(self) -> dict:
         return {name: c.value for name, c in self.choices.items()}
