@@ -79,3 +79,34 @@ def test_single_step_matches_the_torch_module(cell):
         strict=True,
     ):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def head_inputs(kind: str, train: bool) -> torch.Tensor:
+    """What the output layer sees, (B, T, H), for a model with dropout 0.5 of `kind`."""
+    torch.manual_seed(0)
+    model = CharRNN(ModelConfig(vocab_size=11, hidden=32, embed=8, dropout=0.5, dropout_kind=kind))
+    model.train(train)
+    seen = []
+    model.head.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    model(torch.randint(0, 11, (4, 40)))
+    return seen[0]
+
+
+def dropped_everywhere_or_nowhere(x: torch.Tensor) -> bool:
+    """Whether each stream's unit is zero at every step of the window or at none."""
+    zero = x == 0  # (B, T, H)
+    return bool((zero.all(dim=1) | ~zero.any(dim=1)).all())
+
+
+def test_locked_dropout_drops_a_unit_for_the_whole_window_and_element_dropout_does_not():
+    locked, element = head_inputs("locked", True), head_inputs("element", True)
+    assert dropped_everywhere_or_nowhere(locked)
+    assert 0.3 < float((locked == 0).float().mean()) < 0.7
+    assert not dropped_everywhere_or_nowhere(element)
+    for kind in ("locked", "element"):  # evaluation and sampling: no dropout at all
+        assert not bool((head_inputs(kind, False) == 0).any())
+
+
+def test_the_dropout_kind_is_checked():
+    with pytest.raises(ValueError, match="dropout_kind"):
+        ModelConfig(vocab_size=3, dropout_kind="zoneout")

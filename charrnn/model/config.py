@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from charrnn.options import fitted, option
 
 CELLS = ("lstm", "gru", "rnn")
+DROPOUT_KINDS = ("element", "locked")
 
 
 @dataclass
@@ -44,10 +45,23 @@ class ModelConfig:
         default_text=fitted(0),
         section="model",
     )
+    dropout_kind: str = option(
+        "element",
+        "element: a new dropout mask at every step; locked: one mask per stream for the "
+        "whole window (variational dropout), as strong for an RNN and far fewer random "
+        "numbers, so it costs almost nothing on a CPU.",
+        choices=DROPOUT_KINDS,
+        default_text=fitted("element"),
+        section="model",
+    )
 
     def __post_init__(self):
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {sorted(CELLS)}, not {self.cell!r}")
+        if self.dropout_kind not in DROPOUT_KINDS:
+            raise ValueError(
+                f"dropout_kind must be one of {DROPOUT_KINDS}, not {self.dropout_kind!r}"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)

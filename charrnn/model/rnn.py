@@ -39,6 +39,16 @@ class CharRNN(nn.Module):
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
 
+    def dropout(self, out: torch.Tensor) -> torch.Tensor:
+        """Dropout before the head. A locked mask is drawn once per stream and unit, and
+        holds for every step of the window (Gal and Ghahramani 2016): B*H random numbers
+        a step instead of B*T*H, which on a CPU cost a quarter of a 1x768 LSTM's step."""
+        p = self.config.dropout
+        if self.config.dropout_kind != "locked" or not self.training or p == 0:
+            return self.drop(out)
+        keep = out.new_empty(out.size(0), 1, out.size(2)).bernoulli_(1 - p)  # (B, 1, H)
+        return out * keep / (1 - p)
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
@@ -52,7 +62,7 @@ class CharRNN(nn.Module):
         over targets (B, T) when given (IGNORE_INDEX targets are skipped)."""
         x = self.embed(ids)  # (B, T, E)
         out, state = self.rnn(x, state)  # (B, T, H)
-        logits = self.head(self.drop(out))  # (B, T, V)
+        logits = self.head(self.dropout(out))  # (B, T, V)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(

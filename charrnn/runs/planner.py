@@ -19,7 +19,7 @@ class Planner:
 
     def __init__(self, options: dict, given: set[str], train_tokens: int, vocab: int,
                  budget: Budget, machine: Machine):  # fmt: skip
-        self.given = {k: options[k] for k in sizing.PLANNED if k in given}
+        self.given = {k: options[k] for k in (*sizing.PLANNED, "dropout_kind") if k in given}
         self.train_tokens = max(1, train_tokens)
         self.vocab = vocab
         self.budget = budget
@@ -133,6 +133,19 @@ class Planner:
                 return chosen
         return chosen
 
+    def choose_shape_and_batch(self, precision: str):
+        """A larger batch sees more tokens, which may fit a larger shape, which sees fewer
+        tokens, which may need a smaller batch: alternate until neither changes."""
+        batch = self.batches[0]
+        shape = self.choose_shape(batch, precision)
+        for _ in range(3):
+            new_batch = self.choose_batch(shape, precision)
+            new_shape = self.choose_shape(new_batch, precision)
+            if (new_shape, new_batch) == (shape, batch):
+                break
+            shape, batch = new_shape, new_batch
+        return shape, batch
+
     def steps(self, seen: float, batch: int) -> float:
         """Steps a run of `seen` tokens takes, when it ends after sizing.MAX_PASSES passes."""
         return min(seen, sizing.MAX_PASSES * self.train_tokens) / (batch * self.seq_len)
@@ -171,10 +184,7 @@ def make_plan(options: dict, given: set[str], train_tokens: int, vocab: int, bud
     precision = planner.choose_precision()
     choices["precision"] = precision
     p = precision.value if precision.value in ("fp32", "bf16") else "fp32"
-    shape = planner.choose_shape(planner.batches[0], p)
-    batch = planner.choose_batch(shape, p)
-    if batch != planner.batches[0]:
-        shape = planner.choose_shape(batch, p)
+    shape, batch = planner.choose_shape_and_batch(p)
     forecast = planner.forecast(shape, batch, p)
     speed, seen, passes = forecast if forecast else (None, None, None)
     n = planner.params(shape)
@@ -198,11 +208,18 @@ def make_plan(options: dict, given: set[str], train_tokens: int, vocab: int, bud
     why = f"for {repeats:.1f} passes" if passes else ""
     fitted["dropout"] = Choice(sizing.dropout_for(repeats), "fitted", why)
     fitted["weight_decay"] = Choice(sizing.weight_decay_for(repeats), "fitted", why)
+    dropout = choices.get("dropout", fitted["dropout"]).value
+    locked = "one mask per stream and window" if dropout else "no dropout"
+    fitted["dropout_kind"] = Choice("locked" if dropout else "element", "fitted", locked)
     for name, choice in fitted.items():
         choices.setdefault(name, choice)
     choices.update(length_choices(options, given, planner, passes, batch))
     return Plan(
-        choices={k: choices[k] for k in [*sizing.PLANNED, "max_steps", "patience"] if k in choices},
+        choices={
+            k: choices[k]
+            for k in [*sizing.PLANNED, "dropout_kind", "max_steps", "patience"]
+            if k in choices
+        },
         tokens_per_s=None if speed is None else speed * budget.processes,
         predicted_tokens=None if seen is None else int(seen),
         passes=passes,
