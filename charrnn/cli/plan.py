@@ -15,7 +15,10 @@ def show_plan(prepared, measurements: bool = False) -> None:
 
     fit, unit = prepared.fit, prepared.corpus.unit
     if fit is None:
-        info("plan    every option a plan fits was given: the run trains exactly as asked")
+        from charrnn.runs.start import plans_off
+
+        why = "CHARRNN_PLAN=off" if plans_off() else "every option a plan fits was given"
+        info(f"plan    none ({why}): the options left out take their fixed defaults")
         return
     budget = prepared.train_config
     length = [format_duration(budget.time_budget)] if budget.time_budget else []

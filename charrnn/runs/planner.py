@@ -55,12 +55,16 @@ class Planner:
     # --- speeds
 
     def measure(self, c: Candidate, required: bool = False) -> bool:
-        """Measure `c` unless it is known or the probe is out of time (a `required`
-        measurement is taken regardless); False if it was not measured."""
+        """Measure `c` unless it is known or the probe is out of time (then an earlier
+        run's figure, if any, serves; a `required` measurement is taken regardless);
+        False if no speed was found."""
         if c in self.speeds:
             return True
         if not required and not self.machine.has_time():
-            return False
+            known = self.machine.known(c)
+            if known is not None:
+                self.speeds[c] = known
+            return known is not None
         self.speeds[c] = self.machine.measure(c)
         return True
 
@@ -136,15 +140,13 @@ class Planner:
     def choose_shape_and_batch(self, precision: str):
         """A larger batch sees more tokens, which may fit a larger shape, which sees fewer
         tokens, which may need a smaller batch: alternate until neither changes."""
-        batch = self.batches[0]
-        shape = self.choose_shape(batch, precision)
+        shape = self.choose_shape(self.batches[0], precision)
         for _ in range(3):
-            new_batch = self.choose_batch(shape, precision)
-            new_shape = self.choose_shape(new_batch, precision)
-            if (new_shape, new_batch) == (shape, batch):
+            larger = self.choose_shape(self.choose_batch(shape, precision), precision)
+            if larger == shape:
                 break
-            shape, batch = new_shape, new_batch
-        return shape, batch
+            shape = larger
+        return shape, self.choose_batch(shape, precision)  # the batch this shape allows
 
     def steps(self, seen: float, batch: int) -> float:
         """Steps a run of `seen` tokens takes, when it ends after sizing.MAX_PASSES passes."""

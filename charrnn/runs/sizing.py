@@ -19,15 +19,19 @@ from dataclasses import asdict, dataclass, field
 
 # ------------------------------------------------------------ the fitted constants
 
-TOKENS_PER_PARAM = 1.2  # effective training tokens per parameter at the best size
-REPEAT_WORTH = 15.0  # repeated passes past the first are worth at most this many fresh ones
+TOKENS_PER_PARAM = 1.19  # effective training tokens per parameter at the best size
+REPEAT_WORTH = 250.0  # passes past the first are worth at most this many fresh ones
 MAX_PASSES = 40  # more passes than this overfit whatever the regularisation: the run ends
 DROPOUT_PER_DOUBLING = 0.1  # dropout added per doubling of the passes past the first
 MAX_DROPOUT = 0.5
 WEIGHT_DECAY_PER_PASS = 0.025  # AdamW's decoupled decay grows with every pass, up to
 MAX_WEIGHT_DECAY = 0.5  # 0.5 (from 20 passes): more passes overfit faster than dropout helps
 LR_REF = 7e-3  # the learning rate of a 1x512 LSTM at batch 32 (today's tuned default)
-MIN_STEPS = 1500  # a larger batch is taken only while the run keeps this many steps
+# a run trains at about this share of the probe's speed: evaluations, start-up, and the
+# thread tuner's first windows (the sweeps' chars/s against the probe's, 0.72 to 1.0)
+RUN_SPEED = 0.85
+MIN_STEPS = 1000  # a larger batch only while the run keeps this many steps (1x768 LSTM
+# at batch 64, 1,350 steps in 3 minutes, was the best swept; 1x1024 at 128, 600 steps, far worse)
 PATIENCE = 6  # evaluations without a new best, once a run makes many passes
 PATIENCE_FROM_PASSES = 4.0
 BF16_MARGIN = 1.15  # bf16 is taken only when it measured at least this much faster
@@ -162,13 +166,10 @@ class Budget:
         """Tokens a run sees: whichever of the clock and the step count ends it first."""
         limits = []
         if self.seconds is not None:
-            limits.append(tokens_per_s * self.processes * self.seconds * (1 - EVAL_SHARE))
+            limits.append(tokens_per_s * self.processes * self.seconds * RUN_SPEED)
         if self.steps is not None:
             limits.append(self.steps * tokens_per_step)
         return min(limits)
-
-
-EVAL_SHARE = 0.05  # evaluating and saving take about this much of a timed run
 
 
 @dataclass(frozen=True)
@@ -197,10 +198,12 @@ class Candidate:
 @dataclass
 class Machine:
     """What the planner may ask of the machine: its kind, the precisions it can run,
-    `measure(candidate)`: tokens/s, or None where the candidate cannot run here, and
-    `has_time()`: whether the probe's allowance has room for another measurement."""
+    `measure(candidate)`: tokens/s, or None where the candidate cannot run here,
+    `has_time()`: whether the probe's allowance has room for another measurement, and
+    `known(candidate)`: what earlier runs measured, for when it has not."""
 
     kind: str  # "cpu", "cuda" or "mps"
     precisions: tuple[str, ...]
     measure: Callable[[Candidate], float | None]
     has_time: Callable[[], bool] = lambda: True
+    known: Callable[[Candidate], float | None] = lambda candidate: None  # from earlier runs

@@ -20,7 +20,7 @@ from charrnn.errors import CharrnnError, said_by_rank_0
 from charrnn.model.config import ModelConfig
 from charrnn.runs.planner import make_plan
 from charrnn.runs.records import CONFIG
-from charrnn.runs.resume import RunPlan, plan_configs, plan_job_run
+from charrnn.runs.resume import RunPlan, plan_configs, plan_job_run, planned_batch_size
 from charrnn.runs.sizing import PLANNED, Budget, Plan, probe_allowance
 from charrnn.train.config import DEFAULT_TIME_BUDGET, TrainConfig
 
@@ -47,8 +47,8 @@ def prepare_run(
     """Plan the folder, read the corpus (`progress(phase, done, total)` on rank 0), fit the
     options the user left out (new runs only), and make the configs."""
     run = plan_job_run(job, corpus[0], options, given, run_name, out, resume)
-    if run.checkpoint is None and "batch_size" in given:
-        job.check_batch(options["batch_size"])  # before any slow work
+    if run.checkpoint is not None or "batch_size" in given:
+        job.check_batch(planned_batch_size(run, options, given))  # before any slow work
     data = job.in_turn(lambda: read_corpus(corpus, run, progress if job.is_main else None))
     if run.checkpoint is not None:
         fit = recorded_plan(run.run_dir)
