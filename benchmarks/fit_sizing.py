@@ -24,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RUNS = HERE / "sizing" / "runs.jsonl"
 RATIOS = [0.25 * 2 ** (k / 4) for k in range(0, 25)]  # 0.25 .. 16, a grid 19% apart
-WORTHS = [2, 4, 8, 15, 30, 60, 120]
+WORTHS = [2, 4, 8, 15, 30, 60, 120, 250, 1000]
 
 
 def effective_passes(passes: float, worth: float) -> float:
@@ -69,22 +69,25 @@ def regret(groups, tokens_per_param: float, worth: float) -> float:
 
 
 def fit(groups) -> tuple[float, float, float]:
-    """(TOKENS_PER_PARAM, REPEAT_WORTH, total regret); ties go to the middle of the
-    best range of ratios, so the rule sits away from both edges."""
+    """(TOKENS_PER_PARAM, REPEAT_WORTH, total regret, the tied REPEAT_WORTHs); ties go
+    to the middle of the best range of ratios, so the rule sits away from both edges."""
     best = min(regret(groups, q, w) for q in RATIOS for w in WORTHS)
     ties = [(q, w) for w in WORTHS for q in RATIOS if regret(groups, q, w) <= best + 1e-9]
-    worth = statistics.median_low([w for _, w in ties])
+    worths = sorted({w for _, w in ties})
+    worth = statistics.median_low(worths)
     qs = [q for q, w in ties if w == worth]
-    return math.sqrt(min(qs) * max(qs)), worth, best
+    return math.sqrt(min(qs) * max(qs)), worth, best, worths
 
 
-def best_passes(runs: list[dict]) -> list[float]:
-    """Passes at which runs that made many passes reached their best validation loss."""
-    return sorted(
-        r["best_chars_seen"] / r["train_chars"]
-        for r in runs
-        if r["chars_seen"] / r["train_chars"] > 10 and r["dropout"] > 0
-    )
+def length_sweeps(runs: list[dict]) -> dict[tuple, list[tuple[float, float]]]:
+    """Runs alike but for how many passes they made (a --max-steps cap): (passes, best
+    val) for each, from which MAX_PASSES is read."""
+    alike = defaultdict(list)
+    for r in runs:
+        key = (r["corpus"], r["layers"], r["hidden"], r["embed"], r["dropout"], r["weight_decay"],
+               r["lr"], r["batch_size"])  # fmt: skip
+        alike[key].append((round(r["passes"]), r["best_val"]))
+    return {k: sorted(v) for k, v in alike.items() if len({p for p, _ in v}) > 1}
 
 
 def plot(groups, worth: float, tokens_per_param: float, path: Path) -> None:
@@ -116,10 +119,10 @@ def main() -> None:
     args = parser.parse_args()
     runs = load(args.runs)
     groups = groups_of(runs)
-    tokens_per_param, worth, total = fit(groups)
+    tokens_per_param, worth, total, worths = fit(groups)
     print(f"{len(runs)} runs, {len(groups)} groups that compare sizes")
     print(f"TOKENS_PER_PARAM = {tokens_per_param:.2f}")
-    print(f"REPEAT_WORTH = {worth:g}")
+    print(f"REPEAT_WORTH = {worth:g} (as good: {', '.join(f'{w:g}' for w in worths)})")
     print(f"regret: {total:.4f} nats in all")
     print()
     print(f"{'corpus':28} {'budget':>7} {'best run':32} {'val':>7} {'rule picks':32} {'val':>7}")
@@ -130,9 +133,10 @@ def main() -> None:
             f"{corpus[:28]:28} {budget:>6g}s {shape(best):32} {best['best_val']:7.4f} "
             f"{shape(chosen):32} {chosen['best_val']:7.4f}"
         )
-    if passes := best_passes(runs):
-        print(f"\npasses at the best validation loss (many-pass runs with dropout): {passes}")
-        print(f"median {statistics.median(passes):.1f}: MAX_PASSES is about twice that")
+    for key, points in length_sweeps(runs).items():
+        corpus, layers, hidden, _embed, dropout, decay, lr, batch = key
+        shown = ", ".join(f"{p} passes {v:.4f}" for p, v in points)
+        print(f"\nlength: {corpus} {layers}x{hidden} d{dropout:g} wd{decay:g}: {shown}")
     if args.plot:
         plot(groups, worth, tokens_per_param, args.plot)
         print(f"\ndrew {args.plot}")
