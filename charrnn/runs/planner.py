@@ -15,7 +15,7 @@ from charrnn.runs.sizing import Budget, Candidate, Choice, Machine, Plan
 
 
 class Planner:
-    """Chooses, for one new run, every sizing.PLANNED option the user left out."""
+    """Chooses, for one new run, every PLANNED option the user left out."""
 
     def __init__(self, options: dict, given: set[str], train_tokens: int, vocab: int,
                  budget: Budget, machine: Machine):  # fmt: skip
@@ -149,11 +149,11 @@ class Planner:
         return shape, self.choose_batch(shape, precision)  # the batch this shape allows
 
     def steps(self, seen: float, batch: int) -> float:
-        """Steps a run of `seen` tokens takes, when it ends after sizing.MAX_PASSES passes."""
+        """Steps a run of `seen` tokens takes, when it ends after MAX_PASSES passes."""
         return min(seen, sizing.MAX_PASSES * self.train_tokens) / (batch * self.seq_len)
 
     def choose_batch(self, shape, precision: str) -> int:
-        """The largest batch that still leaves sizing.MIN_STEPS steps: more streams per step cost
+        """The largest batch that still leaves MIN_STEPS steps: more streams per step cost
         no more per token (often less, measured), until too few steps leave the optimiser
         too few updates."""
         best = self.batches[0]
@@ -179,7 +179,7 @@ def ladder_for(ladder, given: dict, params) -> list[tuple[int, int]]:
 
 def make_plan(options: dict, given: set[str], train_tokens: int, vocab: int, budget: Budget,
               machine: Machine) -> Plan:  # fmt: skip
-    """Every sizing.PLANNED option (and, for many passes, the run's end and patience): the
+    """Every PLANNED option (and, for many passes, the run's end and patience): the
     user's where given, else fitted by the rule from the probe's measurements."""
     planner = Planner(options, given, train_tokens, vocab, budget, machine)
     choices = {name: Choice(value, "given") for name, value in planner.given.items()}
@@ -236,7 +236,7 @@ def make_plan(options: dict, given: set[str], train_tokens: int, vocab: int, bud
 
 
 def length_choices(options, given, planner: Planner, passes, batch: int) -> dict[str, Choice]:
-    """Many passes: stop after sizing.MAX_PASSES (unless the user set the length in steps) and
+    """Many passes: stop after MAX_PASSES (unless the user set the length in steps) and
     stop early once validation stops improving (unless --patience is given)."""
     out = {}
     if passes is None:
@@ -248,5 +248,7 @@ def length_choices(options, given, planner: Planner, passes, batch: int) -> dict
                 steps, "fitted", f"{sizing.MAX_PASSES} passes: the budget buys {passes:.0f}"
             )
     if passes >= sizing.PATIENCE_FROM_PASSES and "patience" not in given:
-        out["patience"] = Choice(sizing.PATIENCE, "fitted", f"{passes:.0f} passes overfit")
+        out["patience"] = Choice(
+            sizing.PATIENCE, "fitted", f"stop once {passes:.0f} passes stop helping"
+        )
     return out
