@@ -37,9 +37,14 @@ def load(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+SMALLEST_HIDDEN = 256  # the planner's ladder starts at 1x256 (charrnn.runs.sizing.CPU_LADDER)
+
+
 def groups_of(runs: list[dict]) -> dict[tuple, list[dict]]:
     groups = defaultdict(list)
     for r in runs:
+        if r["hidden"] < SMALLEST_HIDDEN:
+            continue  # a size the planner never chooses
         groups[(r["cpu"], r["corpus"], r["train_chars"], r["budget_s"])].append(r)
     return {k: v for k, v in groups.items() if len({(r["layers"], r["hidden"]) for r in v}) > 1}
 
