@@ -7,8 +7,8 @@ as many fresh tokens; a shape is chosen when that effective data is at least
 decay and an end: past `MAX_PASSES` a pass teaches nothing new, so the run stops there.
 
 Every constant is fitted to the sweeps in benchmarks/sizing/ by benchmarks/fit_sizing.py
-(see docs/sizing.md). Nothing here imports torch: `speed` is a function that measures
-(charrnn.runs.probe, or a test's made-up machine).
+(see docs/sizing.md). Nothing here imports torch: a `Machine` measures speeds for the
+planner (charrnn.runs.planner) through charrnn.runs.probe, or a test's made-up machine.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ WEIGHT_DECAY_PER_PASS = 0.025  # AdamW's decoupled decay grows with every pass, 
 MAX_WEIGHT_DECAY = 0.5  # 0.5 (from 20 passes): more passes overfit faster than dropout helps
 LR_REF = 7e-3  # the learning rate of a 1x512 LSTM at batch 32 (today's tuned default)
 # a run trains at about this share of the probe's speed: evaluations, start-up, and the
-# thread tuner's first windows (the sweeps' chars/s against the probe's, 0.72 to 1.0)
+# thread tuner's first windows (the sweeps' chars/s against one-second measurements of
+# the same shapes: 0.72 for 45-second runs to 1.0 for 3-minute ones)
 RUN_SPEED = 0.85
 MIN_STEPS = 1000  # a larger batch only while the run keeps this many steps (1x768 LSTM
 # at batch 64, 1,350 steps in 3 minutes, was the best swept; 1x1024 at 128, 600 steps, far worse)
