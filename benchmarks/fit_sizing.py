@@ -21,16 +21,12 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from charrnn.runs.sizing import effective_passes
+
 HERE = Path(__file__).resolve().parent
 RUNS = HERE / "sizing" / "runs.jsonl"
 RATIOS = [0.25 * 2 ** (k / 4) for k in range(0, 25)]  # 0.25 .. 16, a grid 19% apart
 WORTHS = [2, 4, 8, 15, 30, 60, 120, 250, 1000]
-
-
-def effective_passes(passes: float, worth: float) -> float:
-    if passes <= 1:
-        return passes
-    return 1 + worth * (1 - math.exp(-(passes - 1) / worth))
 
 
 def load(path: Path) -> list[dict]:

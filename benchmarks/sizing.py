@@ -70,7 +70,7 @@ def one_run(corpus: Path, budget: str, shape: str, out: Path) -> dict:
     best = min(evals, key=lambda r: r["val_loss"])
     config = ModelConfig(**last["model_config"])
     train = last["train_config"]
-    train_chars = int(round(len_train(last)))
+    train_chars = last["train_ids"]  # what one pass over the training split covers
     return {
         "cpu": cpu_model(),
         "bf16_flags": sorted(f for f in cpu_flags() if "bf16" in f or f.startswith("amx")),
@@ -98,11 +98,6 @@ def one_run(corpus: Path, budget: str, shape: str, out: Path) -> dict:
         "best_chars_seen": best["chars_seen"],
         "final_val": round(evals[-1]["val_loss"], 5),
     }
-
-
-def len_train(ckpt: dict) -> int:
-    """Training ids: what one pass over the training split covers."""
-    return ckpt["train_ids"]
 
 
 def main() -> None:

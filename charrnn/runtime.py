@@ -187,9 +187,8 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return "fp32"
 
 
-def bf16_runs_on(device_option: str) -> bool:
-    """Whether bf16 trains natively on the device an option names (no emulation)."""
-    device = resolve_device(device_option)
+def bf16_native(device: torch.device) -> bool:
+    """Whether bf16 trains natively on `device` (no emulation): probed, never assumed."""
     if device.type == "cuda":
         return cuda_bf16_native(device)
     return device.type == "cpu" and cpu_bf16_problem() is None

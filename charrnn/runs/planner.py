@@ -28,22 +28,15 @@ class Planner:
         self.embed = self.given.get("embed", sizing.EMBED)
         self.seq_len = self.given.get("seq_len", sizing.SEQ_LEN)
         cuda = machine.kind == "cuda"
-        self.ladder = ladder_for(
-            sizing.GPU_LADDER if cuda else sizing.CPU_LADDER, self.given, self.params
-        )
-        world = budget.processes  # every process takes an equal share of the streams
-        batches = sorted(
-            {
-                world * max(1, round(b / world))
-                for b in (sizing.GPU_BATCHES if cuda else sizing.CPU_BATCHES)
-            }
-        )
-        fitting = [b for b in batches if b * (self.seq_len + 1) <= self.train_tokens]
-        self.batches = (
-            (self.given["batch_size"],)
-            if "batch_size" in self.given
-            else tuple(fitting or batches[:1])
-        )
+        ladder = sizing.GPU_LADDER if cuda else sizing.CPU_LADDER
+        self.ladder = ladder_for(ladder, self.given, self.params)
+        if "batch_size" in self.given:
+            self.batches = (self.given["batch_size"],)
+        else:
+            self.batches = batches_for(
+                sizing.GPU_BATCHES if cuda else sizing.CPU_BATCHES,
+                budget.processes, self.seq_len, self.train_tokens,
+            )  # fmt: skip
         self.speeds: dict[Candidate, float | None] = {}  # measured; None: cannot run here
 
     def params(self, shape) -> int:
@@ -164,6 +157,14 @@ class Planner:
                 break
             best = batch
         return best
+
+
+def batches_for(batches, processes: int, seq_len: int, train_tokens: int) -> tuple[int, ...]:
+    """The batches to choose from: multiples of the processes (each takes an equal share of
+    the streams) whose streams the corpus can fill; at least the smallest."""
+    multiples = sorted({processes * max(1, round(b / processes)) for b in batches})
+    fitting = [b for b in multiples if b * (seq_len + 1) <= train_tokens]
+    return tuple(fitting or multiples[:1])
 
 
 def ladder_for(ladder, given: dict, params) -> list[tuple[int, int]]:

@@ -21,10 +21,11 @@ import torch
 
 from charrnn import __version__
 from charrnn.files import atomic_write
+from charrnn.inference import detach_state
 from charrnn.model.config import ModelConfig
 from charrnn.model.rnn import CharRNN
 from charrnn.runs.sizing import Candidate, Machine
-from charrnn.runtime import autocast, cpu_bf16_problem, cpu_model, cuda_bf16_native
+from charrnn.runtime import autocast, bf16_native, cpu_model
 from charrnn.train.config import TrainConfig
 from charrnn.train.optim import make_optimizer
 
@@ -67,7 +68,7 @@ def _timed_steps(c: Candidate, vocab_size: int, device: torch.device, seconds: f
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        carried = tuple(s.detach() for s in carried) if c.cell == "lstm" else carried.detach()
+        carried = detach_state(carried)
 
     for _ in range(WARMUP_STEPS):
         step()
@@ -202,8 +203,4 @@ def probe_machine(
 def runnable_precisions(device: torch.device) -> tuple[str, ...]:
     """fp32, and bf16 where it runs natively: an emulated bf16 matmul is hundreds of
     times slower, far too slow even to measure."""
-    if device.type == "cpu" and cpu_bf16_problem() is None:
-        return ("fp32", "bf16")
-    if device.type == "cuda" and cuda_bf16_native(device):
-        return ("fp32", "bf16")
-    return ("fp32",)
+    return ("fp32", "bf16") if bf16_native(device) else ("fp32",)

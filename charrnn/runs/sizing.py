@@ -75,13 +75,13 @@ def count_parameters(cell: str, layers: int, hidden: int, embed: int, vocab: int
     return vocab * embed + recurrent + h * vocab + vocab
 
 
-def effective_passes(passes: float) -> float:
+def effective_passes(passes: float, worth: float = REPEAT_WORTH) -> float:
     """What `passes` over a corpus are worth in fresh passes: the first in full, later
     ones less and less, never more than REPEAT_WORTH more in all (data-constrained
     scaling, after Muennighoff et al. 2023)."""
     if passes <= 1:
         return passes
-    return 1 + REPEAT_WORTH * (1 - math.exp(-(passes - 1) / REPEAT_WORTH))
+    return 1 + worth * (1 - math.exp(-(passes - 1) / worth))
 
 
 def snap(value: float | None, steps_per_doubling: int) -> float | None:

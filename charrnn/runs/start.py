@@ -135,10 +135,10 @@ def recorded_precision(options: dict, given: set[str], plan: Plan | None) -> dic
     choice = plan.choices.get("precision")
     if choice is None or choice.source != "probed" or choice.value != "bf16":
         return options
-    from charrnn.runtime import bf16_runs_on
+    from charrnn.runtime import bf16_native, resolve_device
 
     try:
-        runs = bf16_runs_on(options["device"])
+        runs = bf16_native(resolve_device(options["device"]))
     except CharrnnError:
         runs = False
     return {**options, "precision": "bf16"} if runs else options
