@@ -339,7 +339,9 @@ KILLED_BOUND = 45  # seconds from SIGKILL to torchrun's exit: its monitor, then 
 @pytest.mark.timeout(2 * LAUNCH_TIMEOUT)
 def test_a_rank_killed_ends_the_job_in_bounded_time_and_checkpoints_load(work):
     with long_run(work, "killed") as job:
-        wait_for(work / "checkpoints" / "killed" / "last.pt", job)
+        # the first evaluation saves last.pt, then best.pt (a collective each): kill after both
+        for name in ("last.pt", "best.pt"):
+            wait_for(work / "checkpoints" / "killed" / name, job)
         workers = children(job.pid)
         assert len(workers) == 2
         os.kill(max(workers), signal.SIGKILL)
