@@ -7,6 +7,7 @@
     sample.py    charrnn sample
     inspect.py   charrnn eval, runs, info, plot
     serve.py     charrnn serve (the server itself is charrnn.serve)
+    export.py    charrnn export (the folder itself is charrnn.export)
     docs.py      docs/options.md's option tables, made from the commands
 
 Only this package imports click or rich. Library modules that load torch are
@@ -18,6 +19,7 @@ from __future__ import annotations
 import click
 
 from charrnn import __version__
+from charrnn.cli.export import export
 from charrnn.cli.inspect import eval_command, info_command, plot, runs
 from charrnn.cli.sample import sample
 from charrnn.cli.serve import serve
@@ -34,11 +36,12 @@ def cli():
       charrnn train corpora/shakespeare.txt --time 3m
       charrnn sample --seed "ROMEO:" --length 500
       charrnn serve
+      charrnn export site/
       charrnn train --help
     """
 
 
-for command in (train, sample, eval_command, runs, info_command, plot, serve):
+for command in (train, sample, eval_command, runs, info_command, plot, serve, export):
     cli.add_command(command)
 
 
