@@ -5,6 +5,7 @@ m = charrnn.load("checkpoints/shakespeare/best.pt")
 for ch in m.generate("ROMEO:", length=200, temperature=0.8): ...
 m.sample("ROMEO:", length=200, num_samples=4)   # list[str]
 m.score("some text")                            # nats/char
+m.trace("some text", layer=0, kind="cell")      # (tokens, hidden) values
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from charrnn.sample.beam import beam_search
 from charrnn.sample.config import SampleConfig
 from charrnn.sample.generate import generate, sample_batch
 from charrnn.sample.streams import encode_seed
+from charrnn.trace import trace_ids
 
 
 def load(
@@ -96,6 +98,14 @@ class Model:
         if unknown := self.vocab.unknown(text):
             raise UnknownCharactersError(unknown, "the text")
         return score_text(self.model, self.vocab, text).loss
+
+    def trace(self, text: str, layer: int = 0, kind: str = "hidden"):
+        """The values of `kind` (hidden, cell, or a gate: input, forget, output for an
+        LSTM; reset, update for a GRU) in `layer` (0-based) after each token of `text`,
+        as a (tokens, hidden) float32 array: what the exported page's neuron view shows."""
+        if unknown := self.vocab.unknown(text):
+            raise UnknownCharactersError(unknown, "the text")
+        return trace_ids(self.model, self.vocab.encode(text), layer, kind)
 
     def _seed(self, seed: str, unknown: str) -> str:
         kept, _ = encode_seed(self.vocab, seed, unknown)

@@ -36,14 +36,15 @@ def trace_ids(model: CharRNN, ids, layer: int = 0, kind: str = "hidden") -> np.n
     """(T, H) float32: the values of `kind` in `layer` after each of the ids."""
     check_trace(model, layer, kind)
     c, rnn = model.config, model.rnn
-    x = model.embed.weight.detach().float()[torch.as_tensor(np.asarray(ids, dtype=np.int64))]
+    weight = model.embed.weight.detach().float()
+    x = weight[torch.as_tensor(np.asarray(ids, dtype=np.int64), device=weight.device)]
     for at in range(layer + 1):
         w_ih, w_hh, b_ih, b_hh = (
             getattr(rnn, f"{name}_l{at}").detach().float()
             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
         )
         x, picked = run_layer(c.cell, x, w_ih, w_hh, b_ih, b_hh, kind if at == layer else "hidden")
-    return picked.numpy()
+    return picked.cpu().numpy()
 
 
 def run_layer(cell: str, xs, w_ih, w_hh, b_ih, b_hh, kind: str):

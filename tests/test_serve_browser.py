@@ -1,54 +1,21 @@
-"""The playground page in a real browser: headless Chromium (Debian's package) driven by
-Playwright, against `charrnn serve` on 127.0.0.1.
-
-Playwright's own browser download is never used. Where /usr/bin/chromium is missing
-and we are root with apt-get (CI), the set-up installs it with the CJK and emoji
-fonts; elsewhere the test is skipped with the command to run.
-"""
+"""The playground page in a real browser: headless Chromium (Debian's package, see
+tests/browsing.py) driven by Playwright, against `charrnn serve` on 127.0.0.1."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import sys
 
 import pytest
 
 pytest.importorskip("fastapi")
-sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("playwright.sync_api")
 
+from tests import browsing  # noqa: E402
+from tests.browsing import CHROMIUM, ensure_chromium, launched_chromium  # noqa: E402
 from tests.serving import metric, running_server, train_tiny_run, wait_until  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
-CHROMIUM = "/usr/bin/chromium"
-PACKAGES = ["chromium", "fonts-noto-cjk", "fonts-noto-color-emoji"]
 SEED = "줄리엣: 🌹"  # Korean and an emoji, both in the tiny model's text
-
-
-def chromium_present() -> bool:
-    return os.path.exists(CHROMIUM)
-
-
-def can_install() -> bool:
-    return os.geteuid() == 0 and shutil.which("apt-get") is not None
-
-
-def ensure_chromium() -> str:
-    """Debian's chromium: there already, installed with apt-get (root, as in CI), or a
-    skip that says how to get it."""
-    if chromium_present():
-        return CHROMIUM
-    if not can_install():
-        pytest.skip(f"needs Debian's chromium: apt-get install -y {' '.join(PACKAGES)}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]
-    if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=300)
-        done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
-        assert done.returncode == 0, done.stderr[-2000:]
-    assert chromium_present()
-    return CHROMIUM
 
 
 def test_the_set_up_installs_chromium_where_it_can_and_skips_where_not(monkeypatch):
@@ -56,8 +23,8 @@ def test_the_set_up_installs_chromium_where_it_can_and_skips_where_not(monkeypat
     import types
 
     ran, present = [], []
-    monkeypatch.setattr(sys.modules[__name__], "chromium_present", lambda: bool(present))
-    monkeypatch.setattr(sys.modules[__name__], "can_install", lambda: True)
+    monkeypatch.setattr(browsing, "chromium_present", lambda: bool(present))
+    monkeypatch.setattr(browsing, "can_install", lambda: True)
 
     def fake_run(cmd, **kw):  # the first install fails, as on a machine without lists
         ran.append(cmd[:2])
@@ -69,7 +36,7 @@ def test_the_set_up_installs_chromium_where_it_can_and_skips_where_not(monkeypat
     monkeypatch.setattr(subprocess, "run", fake_run)
     assert ensure_chromium() == CHROMIUM
     assert ran == [["apt-get", "install"], ["apt-get", "update"], ["apt-get", "install"]]
-    monkeypatch.setattr(sys.modules[__name__], "can_install", lambda: False)
+    monkeypatch.setattr(browsing, "can_install", lambda: False)
     present.clear()
     with pytest.raises(pytest.skip.Exception, match="apt-get install -y chromium"):
         ensure_chromium()
@@ -77,11 +44,8 @@ def test_the_set_up_installs_chromium_where_it_can_and_skips_where_not(monkeypat
 
 @pytest.fixture(scope="module")
 def browser():
-    executable = ensure_chromium()
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+    with launched_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")

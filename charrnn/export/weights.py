@@ -22,6 +22,9 @@ from charrnn.model.rnn import CharRNN
 CODES = {"fp32": "f32", "fp16": "f16", "int8": "i8"}
 INT8_MAX = 127
 ALIGN = 4
+# the runtime holds every weight as float32 in one WebAssembly memory; browsers give a
+# page 2-4 GiB at most, so a model past 1 GiB of weights is refused up front
+MAX_PARAMETERS = 1 << 28
 
 
 @dataclass
@@ -53,6 +56,11 @@ def check_runnable(model: CharRNN) -> None:
         raise CharrnnError("the browser runtime runs RNN cells with tanh only")
     if not getattr(rnn, "bias", True):
         raise CharrnnError("the browser runtime needs cells with biases")
+    if (n := model.num_parameters()) > MAX_PARAMETERS:
+        raise CharrnnError(
+            f"the model has {n:,} parameters; a browser page holds at most {MAX_PARAMETERS:,} "
+            f"(1 GiB of float32), so it cannot run there"
+        )
 
 
 def quantize(t: torch.Tensor, dtype: str) -> tuple[bytes, bytes | None]:

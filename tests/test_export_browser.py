@@ -1,0 +1,255 @@
+"""`charrnn export`'s page in a real browser (Debian's Chromium, see tests/browsing.py),
+opened from file:// as a double-click opens it, against the PyTorch model it came from.
+
+Every cell type (LSTM, GRU, RNN) x tokenizer (char, byte, SentencePiece unigram and
+BPE) x 1 and 3 layers, each a tiny model trained here on English, Korean and emoji.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("playwright.sync_api")
+
+import charrnn  # noqa: E402
+from charrnn.evaluate import score_text  # noqa: E402
+from charrnn.export.folder import export_model  # noqa: E402
+from charrnn.trace import KINDS  # noqa: E402
+from tests.browsing import launched_chromium  # noqa: E402
+from tests.conftest import MIXED_TEXT, invoke, no_loss_plot  # noqa: E402
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
+
+CELLS = ("lstm", "gru", "rnn")
+SP = ["--tokenizer", "sentencepiece", "--vocab-size", "330", "--sp-type"]
+TOKENIZERS = {
+    "char": [],
+    "byte": ["--tokenizer", "byte"],
+    "unigram": [*SP, "unigram"],
+    "bpe": [*SP, "bpe"],
+}
+CASES = [(c, t, n) for c in CELLS for t in TOKENIZERS for n in (1, 3)]
+SEEDS = ("ROMEO:", "줄리엣: ")  # English, and Korean
+TEXT = MIXED_TEXT[:140]  # English, Korean, an emoji and a ZWJ sequence
+CLOSE = 1e-4  # what the issue asks: nats and unit values within 1e-4 of PyTorch's
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with launched_chromium() as chromium:
+        yield chromium
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """case -> the checkpoint of a tiny model trained for it (trained on first use)."""
+    root = tmp_path_factory.mktemp("export")
+    corpus = root / "corpus.txt"
+    corpus.write_text(MIXED_TEXT * 30, encoding="utf-8")
+    made = {}
+
+    def checkpoint(cell: str, tokenizer: str, layers: int) -> Path:
+        name = f"{cell}-{tokenizer}-{layers}"
+        if name not in made:
+            args = ["train", corpus, "--cell", cell, "--layers", str(layers)]
+            args += [*TOKENIZERS[tokenizer], "--hidden", "24", "--embed", "8"]
+            args += ["--batch-size", "4", "--seq-len", "16"]
+            args += ["--max-steps", "40", "--eval-every", "20", "--lr", "1e-2"]
+            args += ["--out", root / "ck", "--name", name]
+            with no_loss_plot():
+                result = invoke(*args, env={"CHARRNN_CACHE_DIR": str(root / "cache")})
+            assert result.exit_code == 0, result.output
+            made[name] = root / "ck" / name / "best.pt"
+        return made[name]
+
+    return checkpoint
+
+
+def export(checkpoint: Path, folder: Path, dtype: str = "fp32") -> Path:
+    result = invoke("export", "--checkpoint", checkpoint, "--dtype", dtype, folder)
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+def open_page(browser, folder: Path, init_script: str | None = None):
+    """The exported page from file://, once it has opened its model; page errors and
+    every request it makes are kept on the page object."""
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.errors, page.requests = [], []
+    page.on("pageerror", lambda e: page.errors.append(str(e)))
+    page.on("request", lambda r: page.requests.append(r.url))
+    if init_script:
+        page.add_init_script(init_script)
+    page.goto((folder / "index.html").as_uri())
+    page.wait_for_function("window.charrnnModel || document.querySelector('#status.error')")
+    assert page.errors == []
+    return page
+
+
+def js_generate(page, seed: str, **options) -> str:
+    return page.evaluate("([s, o]) => charrnnModel.generate(s, o)", [seed, options])
+
+
+def js_score(page, text: str) -> dict:
+    return page.evaluate("t => charrnnModel.score(t, {top: 5})", text)
+
+
+def js_trace(page, text: str, layer: int, kind: str) -> np.ndarray:
+    values = page.evaluate(
+        "([t, layer, kind]) => charrnnModel.trace(t, {layer, kind})"
+        ".then(r => r.values.map(a => Array.from(a)))",
+        [text, layer, kind],
+    )
+    return np.array(values, dtype=np.float64)
+
+
+# ------------------------------------------------------------------ exactly PyTorch's model
+
+
+@pytest.mark.parametrize("cell,tokenizer,layers", CASES, ids=["-".join(map(str, c)) for c in CASES])
+def test_the_page_runs_exactly_the_model_pytorch_trained(
+    browser, trained, tmp_path, cell, tokenizer, layers
+):
+    checkpoint = trained(cell, tokenizer, layers)
+    page = open_page(browser, export(checkpoint, tmp_path / "site"))
+    model = charrnn.load(checkpoint, device="cpu")
+
+    for seed in SEEDS:  # greedy text, the seed read and every step taken as PyTorch does
+        expected = "".join(model.generate(seed, length=60, temperature=0))
+        assert js_generate(page, seed, length=60, temperature=0) == expected
+
+    scored = js_score(page, TEXT)
+    assert [p["id"] for p in scored["pieces"]] == model.vocab.encode(TEXT).tolist()
+    assert scored["natsPerToken"] == pytest.approx(model.score(TEXT), abs=CLOSE)
+    per_char = score_text(model.model, model.vocab, TEXT).bits_per_char * math.log(2)
+    assert scored["natsPerChar"] == pytest.approx(per_char, abs=CLOSE)
+    assert "".join(p["text"] for p in scored["pieces"]) == scored["text"]
+
+    for layer in sorted({0, layers - 1}):
+        for kind in KINDS[cell]:
+            got, expected = js_trace(page, TEXT, layer, kind), model.trace(TEXT, layer, kind)
+            assert got.shape == expected.shape
+            assert np.abs(got - expected).max() < CLOSE, (layer, kind)
+    assert page.evaluate("charrnnModel.info.runsIn") == "worker"
+    assert page.errors == []
+
+
+def test_sampling_with_a_random_seed_repeats_and_follows_the_options(browser, trained, tmp_path):
+    page = open_page(browser, export(trained("lstm", "char", 1), tmp_path / "site"))
+    options = {"length": 200, "temperature": 1.0, "topK": 5, "rngSeed": 7}
+    first = js_generate(page, "ROMEO:", **options)
+    assert js_generate(page, "ROMEO:", **options) == first
+    assert js_generate(page, "ROMEO:", **{**options, "rngSeed": 8}) != first
+    assert len(first) == 200
+    stopped = js_generate(page, "ROMEO:", **{**options, "stop": ["\n"], "length": 2000})
+    assert "\n" not in stopped and len(stopped) < 2000
+
+
+def test_the_plain_javascript_kernel_gives_what_the_simd_one_gives(browser, trained, tmp_path):
+    """The other branch of the WebAssembly probe: the page told not to use it."""
+    checkpoint = trained("gru", "char", 3)
+    page = open_page(browser, export(checkpoint, tmp_path / "site"))
+    assert page.evaluate("charrnnModel.info.kernel") == "wasm-simd"
+    simd = js_score(page, TEXT)
+    page.evaluate(
+        "async () => { window.charrnnModel = await charrnn.openExport("
+        "self.charrnnExport, {wasm: false}); }"
+    )
+    assert page.evaluate("charrnnModel.info.kernel") == "js"
+    plain = js_score(page, TEXT)
+    assert plain["natsPerToken"] == pytest.approx(simd["natsPerToken"], abs=CLOSE)
+    model = charrnn.load(checkpoint, device="cpu")
+    expected = "".join(model.generate("ROMEO:", length=60, temperature=0))
+    assert js_generate(page, "ROMEO:", length=60, temperature=0) == expected
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "int8"])
+def test_smaller_weights_compute_what_python_says_they_do(browser, trained, tmp_path, dtype):
+    """The page's loss with fp16 or int8 weights is the loss export reported for them."""
+    checkpoint = trained("lstm", "char", 3)
+    model = charrnn.load(checkpoint, device="cpu")
+    folder = tmp_path / dtype
+    net, vocab, ckpt = charrnn.checkpoint.open_model(checkpoint, "cpu")
+    report = export_model(net, vocab, ckpt, folder, dtype, eval_text=None)
+    page = open_page(browser, folder)
+    ids = np.asarray(model.vocab.encode(TEXT), dtype=np.int64)
+    from charrnn.evaluate import evaluate
+    from charrnn.export.weights import dequantized_model, pack_weights
+
+    twin = dequantized_model(model.model, pack_weights(model.model, dtype))
+    expected = evaluate(twin, ids, torch.device("cpu"))
+    assert js_score(page, TEXT)["natsPerToken"] == pytest.approx(expected, abs=CLOSE)
+    assert page.evaluate("charrnnModel.info.dtype") == dtype
+    assert set(report.losses) == {"fp32", dtype}  # the run's validation split, found
+
+
+# ------------------------------------------------------------------ the page itself
+
+
+def output(page) -> str:
+    return page.locator("#output-text").text_content()
+
+
+def wait_for_growth(page, than: int) -> None:
+    page.wait_for_function(
+        "n => document.getElementById('output-text').textContent.length > n", arg=than
+    )
+
+
+@pytest.mark.parametrize("worker", [True, False], ids=["worker", "no-worker"])
+def test_stop_stops_generation_mid_stream(browser, trained, tmp_path, worker):
+    """In a worker, or in the page where the browser gives no worker (the fallback)."""
+    no_worker = None if worker else "delete window.Worker;"
+    page = open_page(browser, export(trained("lstm", "char", 1), tmp_path / "site"), no_worker)
+    assert page.evaluate("charrnnModel.info.runsIn") == ("worker" if worker else "page")
+    assert ("worker" if worker else "page") in page.locator("#status").text_content()
+    page.get_by_label("Seed", exact=True).fill("줄리엣: ")
+    # far more than the tiny model could make before Stop (it makes ~10^5 chars/s)
+    page.eval_on_selector("#length", "el => { el.max = 1e9; el.value = 1e9; }")
+    page.get_by_role("button", name="Generate").click()
+    wait_for_growth(page, 50)
+    first = len(output(page))
+    wait_for_growth(page, first + 50)  # still coming: the page stays responsive meanwhile
+    page.get_by_role("button", name="Stop").click()
+    page.wait_for_function("document.getElementById('status').textContent === 'Stopped.'")
+    stopped = output(page)
+    page.wait_for_timeout(300)
+    assert output(page) == stopped and len(stopped) < 1e9
+    assert "chars/s" in page.locator("#speed").text_content()
+    assert page.get_by_role("button", name="Generate").is_enabled()
+
+
+def test_the_page_makes_no_network_request(browser, trained, tmp_path):
+    page = open_page(browser, export(trained("rnn", "byte", 1), tmp_path / "site"))
+    js_generate(page, "ROMEO:", length=50)
+    js_score(page, TEXT)
+    schemes = {url.split(":", 1)[0] for url in page.requests}
+    assert schemes <= {"file", "blob"}, page.requests
+
+
+def test_damaged_weights_are_refused_with_a_message(browser, trained, tmp_path):
+    folder = export(trained("lstm", "char", 1), tmp_path / "site")
+    script = (folder / "model.js").read_bytes().decode("utf-16-le")
+    at = script.index('"weights":"') + 20
+    flipped = chr(ord(script[at]) ^ 1)
+    damaged = script[:at] + flipped + script[at + 1 :]
+    (folder / "model.js").write_bytes(damaged.encode("utf-16-le"))
+    page = open_page(browser, folder)
+    assert "sha256" in page.locator("#status.error").text_content()
+    assert page.evaluate("window.charrnnModel") is None
+
+
+def test_errors_reach_the_caller_as_one_line(browser, trained, tmp_path):
+    page = open_page(browser, export(trained("gru", "char", 1), tmp_path / "site"))
+    unknown = page.evaluate("charrnnModel.generate('∰', {}).catch(e => e.message)")
+    assert "never saw" in unknown and "\n" not in unknown
+    kind = page.evaluate("charrnnModel.trace('ROMEO', {kind: 'forget'}).catch(e => e.message)")
+    assert "GRU has no forget" in kind
