@@ -132,6 +132,11 @@ def test_the_page_runs_exactly_the_model_pytorch_trained(
     per_char = score_text(model.model, model.vocab, TEXT).bits_per_char * math.log(2)
     assert scored["natsPerChar"] == pytest.approx(per_char, abs=CLOSE)
     assert "".join(p["text"] for p in scored["pieces"]) == scored["text"]
+    if tokenizer != "char":  # characters the corpus never had: bytes, or byte fallback
+        unseen = "新しい ∰ text,  two spaces\tand a tab"
+        assert [p["id"] for p in js_score(page, unseen)["pieces"]] == model.vocab.encode(
+            unseen
+        ).tolist()
 
     for layer in sorted({0, layers - 1}):
         for kind in KINDS[cell]:
@@ -253,3 +258,31 @@ def test_errors_reach_the_caller_as_one_line(browser, trained, tmp_path):
     assert "never saw" in unknown and "\n" not in unknown
     kind = page.evaluate("charrnnModel.trace('ROMEO', {kind: 'forget'}).catch(e => e.message)")
     assert "GRU has no forget" in kind
+
+
+@pytest.mark.parametrize("sp_type", ["unigram", "bpe"])
+def test_sentencepiece_models_charrnn_did_not_train_encode_alike(browser, tmp_path, sp_type):
+    """A dummy prefix and no byte fallback (<unk> instead), SentencePiece's defaults (with
+    the identity rule, which the runtime needs): the JS encoder gives the library's ids."""
+    import io
+
+    import sentencepiece as spm
+
+    from charrnn.model.config import ModelConfig
+    from charrnn.model.rnn import CharRNN
+    from charrnn.text.sentencepiece import SentencePieceVocab
+
+    written = io.BytesIO()
+    lines = [*MIXED_TEXT.splitlines(), "aaaa bbbb aaaa"] * 20  # runs: where BPE has ties
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_writer=written, vocab_size=75, minloglevel=2,
+        model_type=sp_type,
+        normalization_rule_name="identity", remove_extra_whitespaces=False,
+    )  # fmt: skip
+    vocab = SentencePieceVocab(written.getvalue())
+    model = CharRNN(ModelConfig(vocab_size=len(vocab), hidden=16, embed=8)).eval()
+    export_model(model, vocab, {"path": str(tmp_path / "run" / "best.pt")}, tmp_path / "site")
+    page = open_page(browser, tmp_path / "site")
+    for text in (TEXT, "  two spaces, ∰ unknown, 新しい", "줄리엣: 🌹 ROMEO", "aaaaaaa bbbbbbb"):
+        pieces = js_score(page, text)["pieces"]
+        assert [p["id"] for p in pieces] == vocab.encode(text).tolist(), text

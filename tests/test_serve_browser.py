@@ -49,8 +49,12 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    runs = train_tiny_run(tmp_path_factory.mktemp("browser"))
+def runs(tmp_path_factory):
+    return train_tiny_run(tmp_path_factory.mktemp("browser"))
+
+
+@pytest.fixture(scope="module")
+def server(runs):
     with running_server("--out", runs, "--max-tokens", "1000000") as (proc, base, lines):
         yield base
 
@@ -118,3 +122,43 @@ def test_the_page_asks_for_the_api_key_when_the_server_wants_one(browser, tmp_pa
         key.press("Enter")  # submits the form: the key is kept and the models listed
         page.locator("#model option").first.wait_for(state="attached", timeout=20_000)
         assert page.locator("#model").input_value() == "tiny"
+
+
+def test_the_playground_looks_inside_the_served_model(browser, server, runs):
+    """The views run the served model's own weights in the page, as an export's do: the
+    numbers in the DOM are PyTorch's."""
+    import charrnn
+
+    model = charrnn.load(runs / "tiny" / "best.pt", device="cpu")
+    text = "ROMEO: 줄리엣: 이름이 무슨 상관이에요? 🌹"
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server + "/")
+    page.wait_for_function("window.charrnnModel && charrnnModel.info")
+    assert "runs in this page" in page.locator("#inside-status").text_content()
+
+    page.locator("#surprisal-text").fill(text)
+    page.locator("#surprisal-run").click()
+    total = page.locator("#surprisal-total[data-nats-per-char]")
+    total.wait_for(timeout=20_000)
+    assert float(total.get_attribute("data-nats-per-char")) == pytest.approx(
+        model.score(text), abs=1e-4
+    )
+    spans = page.locator("#surprisal-output span[data-nats]")
+    ids = model.vocab.encode(text)
+    last = model.model(__import__("torch").as_tensor(ids[None].astype("int64")))[0][0]
+    expected = -last.log_softmax(-1)[len(ids) - 2, ids[-1]].item()  # the last character's
+    assert float(spans.last.get_attribute("data-nats")) == pytest.approx(expected, abs=1e-4)
+
+    page.locator("#neurons-text").fill(text)
+    page.locator("#neurons-layer").select_option("0")
+    page.locator("#neurons-kind").select_option("cell")
+    page.locator("#neurons-unit").fill("5")
+    page.locator("#neurons-run").click()
+    page.locator("#neurons-output span[data-value]").first.wait_for(timeout=20_000)
+    shown = [float(v) for v in page.locator("#neurons-output span[data-value]").evaluate_all(
+        "spans => spans.map(s => s.dataset.value)"
+    )]  # fmt: skip
+    assert shown == pytest.approx(model.trace(text, 0, "cell")[:, 5].tolist(), abs=1e-4)
+    assert errors == []

@@ -15,7 +15,8 @@ import json
 
 import numpy as np
 
-from charrnn.export.weights import Packed
+from charrnn.errors import CharrnnError
+from charrnn.export.weights import Packed, pack_weights
 from charrnn.model.config import ModelConfig
 from charrnn.text.base import Tokenizer
 from charrnn.text.spmodel import read_sp_model
@@ -49,6 +50,7 @@ def vocab_manifest(vocab: Tokenizer) -> dict:
         d.update(chars=vocab.chars, unk=vocab.unk)
     elif vocab.kind == "sentencepiece":
         sp = read_sp_model(vocab.model)
+        check_mirrored(sp)
         d.update(
             sp_type=sp.model_type,
             pieces=[[piece, score, kind] for piece, score, kind in sp.pieces],
@@ -56,6 +58,24 @@ def vocab_manifest(vocab: Tokenizer) -> dict:
             byte_fallback=sp.byte_fallback,
         )
     return d
+
+
+def check_mirrored(sp) -> None:
+    """The runtime mirrors SentencePiece as charrnn trains it: the identity rule (charrnn
+    normalises itself), spaces kept; a model that folds text some other way is refused."""
+    if sp.normalizer_rules or sp.normalizer not in ("identity", ""):
+        raise CharrnnError(
+            f"the browser runtime cannot mirror this SentencePiece model's "
+            f"{sp.normalizer or 'custom'} normalisation; it runs models trained with the "
+            f"identity rule, as charrnn trains them"
+        )
+    if sp.remove_extra_whitespaces or not sp.escape_whitespaces:
+        raise CharrnnError(
+            "the browser runtime cannot mirror this SentencePiece model's whitespace "
+            "folding; it runs models that keep every space, as charrnn trains them"
+        )
+    if sp.model_type not in ("unigram", "bpe", "char"):
+        raise CharrnnError(f"the browser runtime cannot run a SentencePiece {sp.model_type} model")
 
 
 def manifest(
@@ -83,3 +103,10 @@ def model_script(meta: dict, packed: Packed) -> bytes:
     weights = pack_text(packed.data)
     text = f'{BOM}self.charrnnExport = {{"manifest":{body},"weights":"{weights}"}};\n'
     return text.encode("utf-16-le")
+
+
+def web_model(model, vocab: Tokenizer, name: str, dtype: str = "fp32") -> tuple[dict, bytes]:
+    """The manifest and weight bytes the runtime opens (charrnn.openAnywhere): what
+    `charrnn serve` hands its playground, so the page runs the served model itself."""
+    packed = pack_weights(model, dtype)
+    return manifest(name, model.config, vocab, dtype, packed, {"unit": vocab.unit}), packed.data

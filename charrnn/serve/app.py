@@ -5,6 +5,8 @@
     GET  /metrics            Prometheus text: streams, characters, refusals
     GET  /v1/models          the served models, with charrnn's own fields
     GET  /v1/models/{id}/loss_curve   a model's training and validation losses
+    GET  /v1/models/{id}/web/manifest, /web/weights   the model for the page's runtime
+    GET  /web/...            the browser runtime and views (charrnn/web), as export ships them
     POST /v1/completions     OpenAI's Completions API, plain or streamed (SSE)
     GET  /openapi.json       the API's schema
 
@@ -29,6 +31,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from charrnn import __version__
+from charrnn.errors import CharrnnError
 from charrnn.serve.completions import answer, deliver
 from charrnn.serve.config import ServeConfig
 from charrnn.serve.engine import Engine
@@ -36,6 +39,7 @@ from charrnn.serve.guards import BodyLimit, validation_message
 from charrnn.serve.metrics import metrics_registry, metrics_text
 from charrnn.serve.models import ModelSource
 from charrnn.serve.protocol import APIError, CompletionRequest, model_entry
+from charrnn.web import WEB
 
 STATIC = Path(__file__).parent / "static"
 REFUSAL_OF_STATUS = {
@@ -197,6 +201,7 @@ def add_routes(app: FastAPI, engine: Engine, auth) -> None:
         return FileResponse(STATIC / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.mount("/web", StaticFiles(directory=WEB), name="web")
 
     @app.get("/healthz", summary="200 once the models are loaded, 503 before")
     async def healthz():
@@ -227,6 +232,23 @@ def add_routes(app: FastAPI, engine: Engine, auth) -> None:
     )
     async def loss_curve(model_id: str):
         return await asyncio.to_thread(served(model_id).loss_curve)
+
+    async def web_model(model_id: str) -> tuple[dict, bytes]:
+        model = served(model_id)
+        try:
+            return await asyncio.to_thread(lambda: model.web_model)
+        except CharrnnError as e:  # a model too large for a page
+            raise APIError(422, str(e), code="not_runnable_in_browser", refusal="invalid") from None
+
+    @app.get("/v1/models/{model_id}/web/manifest", dependencies=[auth], summary="charrnn: "
+             "the model's manifest for the browser runtime")  # fmt: skip
+    async def web_manifest(model_id: str):
+        return (await web_model(model_id))[0]
+
+    @app.get("/v1/models/{model_id}/web/weights", dependencies=[auth], summary="charrnn: "
+             "the model's fp32 weights for the browser runtime")  # fmt: skip
+    async def web_weights(model_id: str):
+        return Response((await web_model(model_id))[1], media_type="application/octet-stream")
 
     @app.post("/v1/completions", dependencies=[auth], summary="Complete a prompt")
     async def completions(body: CompletionRequest, request: Request):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from charrnn.checkpoint import BEST, LAST, load_checkpoint, restore_model, run_checkpoint
@@ -84,6 +85,13 @@ class ServedModel:
     @property
     def id(self) -> str:
         return self.source.id
+
+    @cached_property
+    def web_model(self) -> tuple[dict, bytes]:
+        """The manifest and fp32 weights the playground's runtime opens (charrnn.web)."""
+        from charrnn.export.pack import web_model
+
+        return web_model(self.model, self.vocab, self.id)
 
     def loss_curve(self) -> dict:
         """The run's training and validation losses, for the page's chart."""

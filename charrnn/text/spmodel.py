@@ -25,6 +25,9 @@ class SpModelInfo:
     byte_fallback: bool = False
     add_dummy_prefix: bool = True  # proto2 defaults, for fields the model leaves out
     escape_whitespaces: bool = True
+    remove_extra_whitespaces: bool = True
+    normalizer: str = ""  # the rule's name: charrnn trains with "identity"
+    normalizer_rules: bool = False  # whether the model carries a character map
 
 
 def read_sp_model(data: bytes) -> SpModelInfo:
@@ -40,9 +43,12 @@ def read_sp_model(data: bytes) -> SpModelInfo:
                 trainer = dict(fields(value))
                 info.model_type = MODEL_TYPES.get(trainer.get(3, 1), "unigram")
                 info.byte_fallback = bool(trainer.get(35, 0))
-            elif number == 3:  # NormalizerSpec {3: add_dummy_prefix, 5: escape_whitespaces}
-                normalizer = dict(fields(value))
+            elif number == 3:  # NormalizerSpec {1: name, 2: charsmap, 3: add_dummy_prefix,
+                normalizer = dict(fields(value))  # 4: remove_extra_whitespaces, 5: escape_...}
+                info.normalizer = normalizer.get(1, b"").decode("utf-8")
+                info.normalizer_rules = bool(normalizer.get(2))
                 info.add_dummy_prefix = bool(normalizer.get(3, 1))
+                info.remove_extra_whitespaces = bool(normalizer.get(4, 1))
                 info.escape_whitespaces = bool(normalizer.get(5, 1))
     except (IndexError, KeyError, UnicodeDecodeError, struct.error) as e:
         raise CharrnnError(f"the stored SentencePiece model is damaged ({e!r})") from None

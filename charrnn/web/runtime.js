@@ -154,6 +154,10 @@ function charrnnRuntime(scope) {
       let s = text.replaceAll(" ", META);
       if (this.dummyPrefix) s = META + s;
       const units = this.type === "bpe" ? this.mergePairs(s) : this.viterbi(s);
+      if (!this.byteFallback) {
+        // without byte fallback, SentencePiece makes a run of unknown characters one <unk>
+        return units.filter((u, i) => u.id >= 0 || i === 0 || units[i - 1].id >= 0).map((u) => (u.id >= 0 ? u.id : this.unkId));
+      }
       return units.flatMap((u) => (u.id >= 0 ? [u.id] : this.fallback(u.text)));
     }
     fallback(text) {

@@ -1,10 +1,11 @@
 // The charrnn playground: pick a model, type a seed, stream a completion from
 // POST /v1/completions (Server-Sent Events read with fetch and a stream reader).
 // Stop aborts the fetch; the server sees the connection close and drops the stream.
+// The surprisal and neuron views run the model in the page (see openInside).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { models: [], controller: null };
+const state = { models: [], controller: null, inside: new Map(), views: [] };
 
 function headers() {
   const h = { "Content-Type": "application/json" };
@@ -72,6 +73,36 @@ function showModel() {
   if (!model) return;
   $("model-card").textContent = describe(model);
   drawCurve(model);
+  openInside(model);
+}
+
+// The views inside the model run the browser runtime (charrnn/web) on the model's own
+// weights, fetched once per model: what `charrnn export` pages do, from the same files.
+async function openInside(model) {
+  window.charrnnModel = null;
+  if (!state.inside.has(model.id)) state.inside.set(model.id, fetchInside(model));
+  const note = $("inside-status");
+  note.textContent = "Loading the model into this page for the views…";
+  note.classList.remove("error");
+  try {
+    const opened = await state.inside.get(model.id);
+    if (chosenModel() !== model) return;
+    window.charrnnModel = opened;
+    note.textContent = `The model runs in this page (${opened.info.runsIn}, ${opened.info.kernel}) for these views.`;
+    state.views.forEach((view) => view && view.refresh && view.refresh());
+  } catch (e) {
+    state.inside.delete(model.id);
+    note.textContent = `The views cannot run this model: ${e.message}`;
+    note.classList.add("error");
+  }
+}
+
+async function fetchInside(model) {
+  const base = `/v1/models/${encodeURIComponent(model.id)}/web`;
+  const [manifest, weights] = await Promise.all([api(`${base}/manifest`), api(`${base}/weights`)]);
+  if (!manifest.ok) throw new Error(await errorText(manifest));
+  if (!weights.ok) throw new Error(await errorText(weights));
+  return charrnn.openAnywhere(await manifest.json(), await weights.arrayBuffer());
 }
 
 async function drawCurve(model) {
@@ -220,6 +251,10 @@ function bindSlider(id) {
 
 document.addEventListener("DOMContentLoaded", () => {
   ["temperature", "top-p", "length"].forEach(bindSlider);
+  state.views = [
+    charrnnViews.surprisal($("surprisal-view"), () => window.charrnnModel),
+    charrnnViews.neurons($("neurons-view"), () => window.charrnnModel),
+  ];
   $("controls").addEventListener("submit", generate);
   $("stop").addEventListener("click", stop);
   $("copy").addEventListener("click", copy);
@@ -229,6 +264,7 @@ document.addEventListener("DOMContentLoaded", () => {
     loadModels();
   });
   document.addEventListener("keydown", (e) => {
+    if (e.target.closest && e.target.closest(".cv")) return; // the views' own keys
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) generate(e);
     if (e.key === "Escape") stop();
   });
