@@ -314,7 +314,7 @@ def test_readme_option_tables_are_the_commands():
 
     readme = (Path(__file__).parents[1] / "docs" / "options.md").read_text(encoding="utf-8")
     tables = {m[2] for m in MARKER.finditer(readme)}
-    assert tables == {"train", "sample", "eval", "runs", "info", "plot", "serve"}
+    assert tables == {"train", "sample", "eval", "runs", "info", "plot", "serve", "export"}
     assert render(readme, cli.commands) == readme, "run: python -m charrnn.cli.docs docs/options.md"
 
 

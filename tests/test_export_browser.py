@@ -286,3 +286,51 @@ def test_sentencepiece_models_charrnn_did_not_train_encode_alike(browser, tmp_pa
     for text in (TEXT, "  two spaces, ∰ unknown, 新しい", "줄리엣: 🌹 ROMEO", "aaaaaaa bbbbbbb"):
         pieces = js_score(page, text)["pieces"]
         assert [p["id"] for p in pieces] == vocab.encode(text).tolist(), text
+
+
+def test_the_views_show_what_pytorch_computes(browser, trained, tmp_path):
+    """The numbers in the exported page's DOM: each character's surprisal, the total,
+    a unit's values, and the search's correlation, each against PyTorch's."""
+    checkpoint = trained("lstm", "char", 3)
+    model = charrnn.load(checkpoint, device="cpu")
+    page = open_page(browser, export(checkpoint, tmp_path / "site"))
+    text = "ROMEO: But soft! 줄리엣: 이름이 무슨 상관이에요? 🌹\nNURSE: Madam!"
+
+    page.locator("#surprisal-text").fill(text)
+    page.locator("#surprisal-run").click()
+    total = page.locator("#surprisal-total[data-nats-per-char]")
+    total.wait_for()
+    assert float(total.get_attribute("data-nats-per-char")) == pytest.approx(
+        model.score(text), abs=CLOSE
+    )
+    ids = torch.as_tensor(model.vocab.encode(text).astype(np.int64))
+    logits = model.model(ids[None])[0][0]
+    expected = -logits.log_softmax(-1)[:-1].gather(1, ids[1:, None])[:, 0]
+    shown = page.locator("#surprisal-output span[data-nats]").evaluate_all(
+        "spans => spans.map(s => Number(s.dataset.nats))"
+    )
+    assert shown == pytest.approx(expected.tolist(), abs=CLOSE)
+    page.locator("#surprisal-output span[data-nats]").nth(3).hover()
+    assert page.locator("#surprisal-tip li.cv-pred").count() == 5
+
+    page.locator("#neurons-text").fill(text)
+    page.locator("#neurons-layer").select_option("2")
+    page.locator("#neurons-kind").select_option("forget")
+    page.locator("#neurons-unit").fill("7")
+    page.locator("#neurons-run").click()
+    page.locator("#neurons-output span[data-value]").first.wait_for()
+    values = page.locator("#neurons-output span[data-value]").evaluate_all(
+        "spans => spans.map(s => Number(s.dataset.value))"
+    )
+    gates = model.trace(text, 2, "forget")
+    assert values == pytest.approx(gates[:, 7].tolist(), abs=CLOSE)
+
+    page.locator("#neurons-pattern").fill("[가-힣]+")  # "inside a Korean word"
+    page.locator("#neurons-search").click()
+    best = page.locator(".neurons-hit").first
+    best.wait_for()
+    unit, r = int(best.get_attribute("data-unit")), float(best.get_attribute("data-r"))
+    inside = np.array([0xAC00 <= ord(c) <= 0xD7A3 for c in text], dtype=float)
+    correlations = [np.corrcoef(gates[:, u], inside)[0, 1] for u in range(gates.shape[1])]
+    strongest = int(np.nanargmax(np.abs(correlations)))
+    assert unit == strongest and r == pytest.approx(correlations[strongest], abs=1e-3)
