@@ -35,6 +35,8 @@ def check_trace(model: CharRNN, layer: int, kind: str) -> None:
 def trace_ids(model: CharRNN, ids, layer: int = 0, kind: str = "hidden") -> np.ndarray:
     """(T, H) float32: the values of `kind` in `layer` after each of the ids."""
     check_trace(model, layer, kind)
+    if len(ids) == 0:
+        raise CharrnnError("the text is empty; give at least one character to trace")
     c, rnn = model.config, model.rnn
     weight = model.embed.weight.detach().float()
     x = weight[torch.as_tensor(np.asarray(ids, dtype=np.int64), device=weight.device)]

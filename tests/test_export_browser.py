@@ -132,6 +132,9 @@ def test_the_page_runs_exactly_the_model_pytorch_trained(
     per_char = score_text(model.model, model.vocab, TEXT).bits_per_char * math.log(2)
     assert scored["natsPerChar"] == pytest.approx(per_char, abs=CLOSE)
     assert "".join(p["text"] for p in scored["pieces"]) == scored["text"]
+    ascii_only = js_score(page, "ROMEO: But soft")  # one byte a character: per token
+    per_char = score_text(model.model, model.vocab, "ROMEO: But soft").bits_per_char
+    assert ascii_only["natsPerChar"] == pytest.approx(per_char * math.log(2), abs=CLOSE)
     if tokenizer != "char":  # characters the corpus never had: bytes, or byte fallback
         unseen = "新しい ∰ text,  two spaces\tand a tab"
         assert [p["id"] for p in js_score(page, unseen)["pieces"]] == model.vocab.encode(
@@ -156,6 +159,41 @@ def test_sampling_with_a_random_seed_repeats_and_follows_the_options(browser, tr
     assert len(first) == 200
     stopped = js_generate(page, "ROMEO:", **{**options, "stop": ["\n"], "length": 2000})
     assert "\n" not in stopped and len(stopped) < 2000
+    assert js_generate(page, "ROMEO:", **{**options, "stop": "\n", "length": 2000}) == stopped
+
+
+def test_calls_that_overlap_keep_their_own_state(browser, tmp_path):
+    """A score while a generation streams (the views beside the generator): each
+    pauses for the other and neither disturbs the other's state. The model has large
+    random weights, so its state matters at every step and any disturbance shows."""
+    from charrnn.model.config import ModelConfig
+    from charrnn.model.rnn import CharRNN
+    from charrnn.text.tokenizers import CharVocab
+
+    torch.manual_seed(0)
+    vocab = CharVocab.from_text(MIXED_TEXT, normalize="nfc")
+    model = CharRNN(ModelConfig(vocab_size=len(vocab), hidden=64, embed=8)).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    export_model(model, vocab, {"path": str(tmp_path / "run" / "best.pt")}, tmp_path / "site")
+    page = open_page(browser, tmp_path / "site")
+    options = {"length": 100_000, "temperature": 1.0, "rngSeed": 3}
+    alone = js_generate(page, "ROMEO:", **options)
+    together = page.evaluate(
+        """async ([text, options]) => {
+            const generating = charrnnModel.generate("ROMEO:", options);
+            const scores = [];
+            for (let i = 0; i < 5; i++) {
+                await new Promise((r) => setTimeout(r, 20));
+                scores.push((await charrnnModel.score(text)).natsPerToken);
+            }
+            return [await generating, scores];
+        }""",
+        [TEXT, options],
+    )
+    assert together[0] == alone
+    expected = score_text(model, vocab, TEXT).loss
+    assert together[1] == pytest.approx([expected] * 5, abs=CLOSE)
 
 
 def test_the_plain_javascript_kernel_gives_what_the_simd_one_gives(browser, trained, tmp_path):
@@ -283,7 +321,8 @@ def test_sentencepiece_models_charrnn_did_not_train_encode_alike(browser, tmp_pa
     model = CharRNN(ModelConfig(vocab_size=len(vocab), hidden=16, embed=8)).eval()
     export_model(model, vocab, {"path": str(tmp_path / "run" / "best.pt")}, tmp_path / "site")
     page = open_page(browser, tmp_path / "site")
-    for text in (TEXT, "  two spaces, ∰ unknown, 新しい", "줄리엣: 🌹 ROMEO", "aaaaaaa bbbbbbb"):
+    texts = (TEXT, "  two spaces, ∰ unknown, 新しい", "줄리엣: 🌹 ROMEO", "aaaaaaa bbbbbbb", "a▁b")
+    for text in texts:
         pieces = js_score(page, text)["pieces"]
         assert [p["id"] for p in pieces] == vocab.encode(text).tolist(), text
 
@@ -334,3 +373,19 @@ def test_the_views_show_what_pytorch_computes(browser, trained, tmp_path):
     correlations = [np.corrcoef(gates[:, u], inside)[0, 1] for u in range(gates.shape[1])]
     strongest = int(np.nanargmax(np.abs(correlations)))
     assert unit == strongest and r == pytest.approx(correlations[strongest], abs=1e-3)
+
+
+def test_a_byte_models_surprisal_view_counts_every_byte(browser, trained, tmp_path):
+    """The leading bytes of a Korean character show nothing of their own: their nats go
+    to the character, so the colours add up to the whole text's."""
+    page = open_page(browser, export(trained("gru", "byte", 1), tmp_path / "site"))
+    page.locator("#surprisal-text").fill(TEXT)
+    page.locator("#surprisal-run").click()
+    total = page.locator("#surprisal-total[data-nats-per-token]")
+    total.wait_for()
+    shown = page.locator("#surprisal-output span[data-nats]").evaluate_all(
+        "spans => spans.map(s => Number(s.dataset.nats))"
+    )
+    tokens = len(TEXT.encode("utf-8")) - 1
+    assert sum(shown) == pytest.approx(float(total.get_attribute("data-nats-per-token")) * tokens)
+    assert len(shown) == len(TEXT) - 1  # one coloured span a character (the first has none)

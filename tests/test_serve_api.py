@@ -196,8 +196,11 @@ def test_an_api_key_is_required_when_set(runs):
             assert r.status_code == 401
             assert r.json()["error"]["code"] == "invalid_api_key"
         assert client.get("/metrics").status_code == 401
+        for part in ("manifest", "weights"):  # the model's weights, for the page's views
+            assert client.get(f"/v1/models/tiny/web/{part}").status_code == 401
         ok = {"Authorization": f"Bearer {KEY}"}
         assert client.get("/v1/models", headers=ok).status_code == 200
+        assert client.get("/v1/models/tiny/web/manifest", headers=ok).status_code == 200
         r = client.post("/v1/completions", headers=ok, json={"model": "tiny", "prompt": "R"})
         assert r.status_code == 200
 
@@ -268,3 +271,26 @@ def test_refusals_are_counted_by_their_reason(runs):
             return float(text.split(f'refused_total{{reason="{reason}"}} ')[1].split()[0])
 
         assert count("unknown_model") == 1 and count("invalid") == 1
+
+
+def test_the_page_gets_the_model_and_the_runtime_it_runs(runs, client, monkeypatch):
+    """The playground's views run the served model in the browser: its manifest and fp32
+    weights (the bytes the sha256 names), the runtime and the views; a model too large
+    for a page is a 422 that says why."""
+    import hashlib
+
+    from charrnn.export import weights
+
+    manifest = client.get("/v1/models/tiny/web/manifest").json()
+    data = client.get("/v1/models/tiny/web/weights").content
+    assert manifest["format"] == "charrnn-web" and manifest["dtype"] == "fp32"
+    assert hashlib.sha256(data).hexdigest() == manifest["sha256"]
+    assert client.get("/v1/models/nope/web/manifest").status_code == 404
+    runtime = client.get("/web/runtime.js")
+    assert runtime.status_code == 200 and "function charrnnRuntime" in runtime.text
+    assert client.get("/web/views.js").status_code == 200
+    assert client.get("/web/__init__.py").status_code == 404  # the assets only
+    monkeypatch.setattr(weights, "MAX_PARAMETERS", 10)
+    with client_for(runs) as fresh:
+        r = fresh.get("/v1/models/tiny/web/weights")
+        assert r.status_code == 422 and "cannot run there" in r.json()["error"]["message"]

@@ -136,7 +136,7 @@ def test_the_playground_looks_inside_the_served_model(browser, server, runs):
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(server + "/")
     page.wait_for_function("window.charrnnModel && charrnnModel.info")
-    assert "runs in this page" in page.locator("#inside-status").text_content()
+    assert "when a view first needs them" in page.locator("#inside-status").text_content()
 
     page.locator("#surprisal-text").fill(text)
     page.locator("#surprisal-run").click()
@@ -145,6 +145,7 @@ def test_the_playground_looks_inside_the_served_model(browser, server, runs):
     assert float(total.get_attribute("data-nats-per-char")) == pytest.approx(
         model.score(text), abs=1e-4
     )
+    assert "runs in this page (worker" in page.locator("#inside-status").text_content()
     spans = page.locator("#surprisal-output span[data-nats]")
     ids = model.vocab.encode(text)
     last = model.model(__import__("torch").as_tensor(ids[None].astype("int64")))[0][0]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charrnn.data.cache import split_train_val
+from charrnn.data.cache import load_corpus
 from charrnn.errors import CharrnnError
 from charrnn.evaluate import evaluate
 from charrnn.export.pack import FORMAT, manifest, model_script
@@ -18,12 +18,21 @@ from charrnn.export.weights import dequantized_model, pack_weights
 from charrnn.files import atomic_write
 from charrnn.model.rnn import CharRNN
 from charrnn.text.base import Tokenizer
-from charrnn.text.config import TextConfig
+from charrnn.text.config import TextConfig, TokenizerConfig
 from charrnn.text.sources import read_text
-from charrnn.web import PAGE, PAGE_SCRIPT, PAGE_STYLE, RUNTIME, VIEWS, VIEWS_STYLE, asset
+from charrnn.web import (
+    PAGE,
+    PAGE_SCRIPT,
+    PAGE_STYLE,
+    RUNTIME,
+    VIEWS,
+    VIEWS_STYLE,
+    asset,
+    runtime_source,
+)
 
 MANIFEST, MODEL_SCRIPT, INDEX = "manifest.json", "model.js", "index.html"
-COPIED = (RUNTIME, VIEWS, PAGE_SCRIPT, PAGE_STYLE, VIEWS_STYLE)
+COPIED = (VIEWS, PAGE_SCRIPT, PAGE_STYLE, VIEWS_STYLE)
 # the loss is measured over at most this many tokens (all of tinyshakespeare's validation)
 EVAL_TOKENS = 250_000
 
@@ -61,18 +70,22 @@ def check_folder(folder: Path, force: bool) -> None:
 
 
 def validation_ids(ckpt: dict, vocab: Tokenizer, run_dir: Path) -> tuple[np.ndarray, str] | None:
-    """The run's validation split (the corpus's tail), where its one corpus file is
-    still readable; else None."""
+    """The run's own validation ids, read as training read them (from the encoding
+    cache, usually), where its corpus is still there and unchanged; else None."""
     try:
         corpus = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["corpus"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if not isinstance(corpus, list) or len(corpus) != 1 or not Path(corpus[0]).is_file():
-        return None
-    text = read_text(corpus[0], "corpus", TextConfig(**ckpt["text_config"]))
-    val_frac = ckpt.get("train_config", {}).get("val_frac", 0.1)
-    _, val = split_train_val(vocab.encode(text), val_frac)
-    return val, f"the validation split of {corpus[0]}"
+        val_frac = ckpt["train_config"]["val_frac"]
+        encoded = load_corpus(
+            [Path(p) for p in corpus],
+            TextConfig(**ckpt["text_config"]),
+            TokenizerConfig(**ckpt["tokenizer_config"]),
+            existing=vocab,
+            expected_sha256=ckpt.get("corpus_sha256"),
+            val_frac=val_frac,
+        )
+    except (OSError, ValueError, KeyError, TypeError, CharrnnError):
+        return None  # moved, edited or unreadable: the report says there is nothing to measure
+    return encoded.split(val_frac)[1], f"the validation split of {', '.join(corpus)}"
 
 
 def text_ids(path: Path, vocab: Tokenizer) -> tuple[np.ndarray, str]:
@@ -114,8 +127,10 @@ def export_model(
     write(folder / MANIFEST, json.dumps(meta, ensure_ascii=False, indent=1).encode("utf-8"))
     for name in COPIED:
         shutil.copyfile(asset(name), folder / name)
+    write(folder / RUNTIME, runtime_source().encode("utf-8"))
     write(folder / INDEX, asset(PAGE).read_bytes())
-    report.sizes = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file()}
+    written = (MODEL_SCRIPT, MANIFEST, RUNTIME, INDEX, *COPIED)  # not a --force folder's own
+    report.sizes = {name: (folder / name).stat().st_size for name in sorted(written)}
     return report
 
 

@@ -23,12 +23,18 @@ from charrnn.text.spmodel import read_sp_model
 
 FORMAT, VERSION = "charrnn-web", 1
 PACK_BITS, PACK_BASE = 15, 0x3000
+PACK_BLOCK = 15 << 16  # bytes packed at a time: whole groups of 15, about a megabyte
 BOM = "\ufeff"
 
 
 def pack_text(data: bytes) -> str:
     """`data` as UTF-16 units of 15 bits each, most significant bit first (runtime.js
-    unpackText reads it back)."""
+    unpackText reads it back). 15 bytes make 8 units exactly, so the work goes in
+    blocks of such groups, each unpacked to bits (a byte each) in bounded memory."""
+    return "".join(pack_block(data[at : at + PACK_BLOCK]) for at in range(0, len(data), PACK_BLOCK))
+
+
+def pack_block(data: bytes) -> str:
     bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8))
     bits = np.concatenate([bits, np.zeros(-len(bits) % PACK_BITS, dtype=np.uint8)])
     weights = 1 << np.arange(PACK_BITS - 1, -1, -1, dtype=np.uint32)

@@ -22,9 +22,10 @@ from charrnn.model.rnn import CharRNN
 CODES = {"fp32": "f32", "fp16": "f16", "int8": "i8"}
 INT8_MAX = 127
 ALIGN = 4
-# the runtime holds every weight as float32 in one WebAssembly memory; browsers give a
-# page 2-4 GiB at most, so a model past 1 GiB of weights is refused up front
-MAX_PARAMETERS = 1 << 28
+# the runtime holds every weight as float32 in one WebAssembly memory, and an fp32
+# model.js is one string, which V8 keeps under 2^29 units (about 1 GB of weights):
+# a model past 512 MiB of float32 is refused up front
+MAX_PARAMETERS = 1 << 27
 
 
 @dataclass
@@ -59,7 +60,7 @@ def check_runnable(model: CharRNN) -> None:
     if (n := model.num_parameters()) > MAX_PARAMETERS:
         raise CharrnnError(
             f"the model has {n:,} parameters; a browser page holds at most {MAX_PARAMETERS:,} "
-            f"(1 GiB of float32), so it cannot run there"
+            f"(512 MiB of float32), so it cannot run there"
         )
 
 

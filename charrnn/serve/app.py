@@ -39,7 +39,7 @@ from charrnn.serve.guards import BodyLimit, validation_message
 from charrnn.serve.metrics import metrics_registry, metrics_text
 from charrnn.serve.models import ModelSource
 from charrnn.serve.protocol import APIError, CompletionRequest, model_entry
-from charrnn.web import WEB
+from charrnn.web import ASSETS, runtime_source
 
 STATIC = Path(__file__).parent / "static"
 REFUSAL_OF_STATUS = {
@@ -201,7 +201,12 @@ def add_routes(app: FastAPI, engine: Engine, auth) -> None:
         return FileResponse(STATIC / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.mount("/web", StaticFiles(directory=WEB), name="web")
+
+    @app.get("/web/runtime.js", include_in_schema=False)
+    async def runtime_script():
+        return Response(runtime_source(), media_type="text/javascript")
+
+    app.mount("/web", StaticFiles(directory=ASSETS), name="web")
 
     @app.get("/healthz", summary="200 once the models are loaded, 503 before")
     async def healthz():
@@ -236,7 +241,7 @@ def add_routes(app: FastAPI, engine: Engine, auth) -> None:
     async def web_model(model_id: str) -> tuple[dict, bytes]:
         model = served(model_id)
         try:
-            return await asyncio.to_thread(lambda: model.web_model)
+            return await asyncio.to_thread(model.web_model)
         except CharrnnError as e:  # a model too large for a page
             raise APIError(422, str(e), code="not_runnable_in_browser", refusal="invalid") from None
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 from charrnn.checkpoint import BEST, LAST, load_checkpoint, restore_model, run_checkpoint
@@ -86,12 +86,19 @@ class ServedModel:
     def id(self) -> str:
         return self.source.id
 
-    @cached_property
+    _web: tuple[dict, bytes] | None = field(default=None, repr=False)
+    _web_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
     def web_model(self) -> tuple[dict, bytes]:
-        """The manifest and fp32 weights the playground's runtime opens (charrnn.web)."""
+        """The manifest and fp32 weights the playground's runtime opens (charrnn.web),
+        made on first asking (the views may never be used) and kept; made once even when
+        the manifest and the weights are asked for together."""
         from charrnn.export.pack import web_model
 
-        return web_model(self.model, self.vocab, self.id)
+        with self._web_lock:
+            if self._web is None:
+                self._web = web_model(self.model, self.vocab, self.id)
+            return self._web
 
     def loss_curve(self) -> dict:
         """The run's training and validation losses, for the page's chart."""

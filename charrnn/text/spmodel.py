@@ -68,6 +68,8 @@ def fields(data: bytes):
             value, at = data[at : at + 8], at + 8
         elif wire == 2:
             size, at = varint(data, at)
+            if at + size > len(data):
+                raise IndexError("a field runs past the end of the model")
             value, at = data[at : at + size], at + size
         elif wire == 5:
             value, at = data[at : at + 4], at + 4

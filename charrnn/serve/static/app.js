@@ -77,32 +77,44 @@ function showModel() {
 }
 
 // The views inside the model run the browser runtime (charrnn/web) on the model's own
-// weights, fetched once per model: what `charrnn export` pages do, from the same files.
-async function openInside(model) {
-  window.charrnnModel = null;
-  if (!state.inside.has(model.id)) state.inside.set(model.id, fetchInside(model));
-  const note = $("inside-status");
-  note.textContent = "Loading the model into this page for the views…";
-  note.classList.remove("error");
-  try {
-    const opened = await state.inside.get(model.id);
-    if (chosenModel() !== model) return;
-    window.charrnnModel = opened;
-    note.textContent = `The model runs in this page (${opened.info.runsIn}, ${opened.info.kernel}) for these views.`;
-    state.views.forEach((view) => view && view.refresh && view.refresh());
-  } catch (e) {
-    state.inside.delete(model.id);
-    note.textContent = `The views cannot run this model: ${e.message}`;
-    note.classList.add("error");
-  }
+// weights, as `charrnn export` pages do, from the same files. The weights are fetched
+// when a view first asks for them, once per model: a page only generating never does.
+function openInside(model) {
+  const c = model.charrnn || {};
+  const loaded = () => {
+    if (!state.inside.has(model.id)) state.inside.set(model.id, fetchInside(model));
+    return state.inside.get(model.id);
+  };
+  const call = (method) => (first, options) => loaded().then((m) => m[method](first, options));
+  window.charrnnModel = {
+    info: {
+      name: model.id, cell: c.cell, layers: c.layers, hidden: c.hidden, vocabSize: c.vocab_size,
+      tokenizer: c.tokenizer, unit: c.unit, kinds: charrnn.KINDS[c.cell] || ["hidden"],
+    },
+    generate: call("generate"), score: call("score"), trace: call("trace"),
+  };
+  $("inside-status").textContent = "The model's weights load into this page when a view first needs them.";
+  $("inside-status").classList.remove("error");
+  state.views.forEach((view) => view && view.refresh && view.refresh());
 }
 
 async function fetchInside(model) {
-  const base = `/v1/models/${encodeURIComponent(model.id)}/web`;
-  const [manifest, weights] = await Promise.all([api(`${base}/manifest`), api(`${base}/weights`)]);
-  if (!manifest.ok) throw new Error(await errorText(manifest));
-  if (!weights.ok) throw new Error(await errorText(weights));
-  return charrnn.openAnywhere(await manifest.json(), await weights.arrayBuffer());
+  const note = $("inside-status");
+  note.textContent = "Loading the model into this page…";
+  try {
+    const base = `/v1/models/${encodeURIComponent(model.id)}/web`;
+    const [manifest, weights] = await Promise.all([api(`${base}/manifest`), api(`${base}/weights`)]);
+    if (!manifest.ok) throw new Error(await errorText(manifest));
+    if (!weights.ok) throw new Error(await errorText(weights));
+    const opened = await charrnn.openAnywhere(await manifest.json(), await weights.arrayBuffer());
+    note.textContent = `The model runs in this page (${opened.info.runsIn}, ${opened.info.kernel}) for these views.`;
+    return opened;
+  } catch (e) {
+    state.inside.delete(model.id); // the next try asks again
+    note.textContent = `The views cannot run this model: ${e.message}`;
+    note.classList.add("error");
+    throw e;
+  }
 }
 
 async function drawCurve(model) {
