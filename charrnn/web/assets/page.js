@@ -7,6 +7,22 @@
   const $ = (id) => document.getElementById(id);
   let running = null;
 
+  /** Text shown as it comes, a screenful at a time: appended once a frame, not once a
+   * piece, so a fast model cannot swamp the page (when it runs in the page itself). */
+  function streamInto(node) {
+    let held = "", timer = null;
+    const flush = () => {
+      clearTimeout(timer);
+      node.appendData(held);
+      [held, timer] = ["", null];
+    };
+    const push = (text) => {
+      held += text;
+      if (timer === null) timer = setTimeout(flush, 30);
+    };
+    return { push, flush };
+  }
+
   function say(text, isError = false) {
     $("status").textContent = text;
     $("status").classList.toggle("error", isError);
@@ -28,7 +44,9 @@
     running = new AbortController();
     const seed = $("seed").value || "\n";
     $("output-seed").textContent = seed;
-    $("output-text").textContent = "";
+    const madeText = document.createTextNode("");
+    $("output-text").replaceChildren(madeText);
+    const shown = streamInto(madeText);
     [$("generate").disabled, $("stop").disabled] = [true, false];
     say("Generating…");
     const started = performance.now();
@@ -43,13 +61,15 @@
         stop: $("stop-text").value ? [$("stop-text").value] : [],
         signal: running.signal,
         onText(text) {
-          $("output-text").append(text);
+          shown.push(text);
           made += Array.from(text).length;
           $("speed").textContent = `${Math.round(made / ((performance.now() - started) / 1000))} chars/s`;
         },
       });
+      shown.flush(); // all of the text is on screen before the status says so
       say(running.signal.aborted ? "Stopped." : "Done.");
     } catch (e) {
+      shown.flush();
       say(running.signal.aborted ? "Stopped." : e.message, !running.signal.aborted);
     } finally {
       running = null;

@@ -14,9 +14,10 @@ function serveWorker(port) {
       }
       const [first, options = {}] = data.args, abort = new AbortController();
       running.set(id, abort);
-      const extra = { signal: abort.signal };
-      if (data.method === "generate") extra.onText = (text) => port.postMessage({ id, text });
+      const extra = { signal: abort.signal }, text = new HeldText((t) => port.postMessage({ id, text: t }));
+      if (data.method === "generate") extra.onText = (t) => text.push(t);
       const result = await model[data.method](first, { ...options, ...extra });
+      text.flush();
       port.postMessage({ id, result });
     } catch (e) {
       port.postMessage({ id, error: e.message || String(e) });
@@ -24,6 +25,22 @@ function serveWorker(port) {
       running.delete(id);
     }
   };
+}
+
+/** Generated text handed on at most every FLUSH_MS: a small model makes 10^5 pieces a
+ * second, and a message for each would flood the page until it could not take a click. */
+class HeldText {
+  constructor(send) {
+    [this.send, this.held, this.sent] = [send, "", now()];
+  }
+  push(text) {
+    this.held += text;
+    if (now() - this.sent > FLUSH_MS) this.flush();
+  }
+  flush() {
+    if (this.held) this.send(this.held);
+    [this.held, this.sent] = ["", now()];
+  }
 }
 
 /** The Model's API, run in a Web Worker so the page stays responsive. */
