@@ -81,13 +81,12 @@ class ServedModel:
     model: object  # CharRNN, in eval mode
     vocab: object  # Tokenizer
     card: dict = field(default_factory=dict)
+    _web: tuple[dict, bytes] | None = field(default=None, repr=False)  # see web_model
+    _web_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def id(self) -> str:
         return self.source.id
-
-    _web: tuple[dict, bytes] | None = field(default=None, repr=False)
-    _web_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def web_model(self) -> tuple[dict, bytes]:
         """The manifest and fp32 weights the playground's runtime opens (charrnn.web),
