@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 import charrnn
-from charrnn.checkpoint import newest_checkpoint
+from charrnn.checkpoint import newest_checkpoint, open_model
 from charrnn.export.config import DTYPES
 from charrnn.export.folder import export_model
 from charrnn.runtime import cpu_flags, cpu_model
@@ -78,7 +78,7 @@ def main() -> None:
             box=None,
         )
         for dtype in DTYPES:
-            net, vocab, ckpt = charrnn.checkpoint.open_model(path, "cpu")
+            net, vocab, ckpt = open_model(path, "cpu")
             report = export_model(net, vocab, ckpt, Path(tmp) / dtype, dtype)
             loss = report.losses.get(dtype)
             delta = "" if loss is None else f"{loss - report.losses['fp32']:+.4f}"

@@ -17,6 +17,7 @@ from charrnn.export.pack import FORMAT, manifest, model_script
 from charrnn.export.weights import dequantized_model, pack_weights
 from charrnn.files import atomic_write
 from charrnn.model.rnn import CharRNN
+from charrnn.sample.streams import encode_seed
 from charrnn.text.base import Tokenizer
 from charrnn.text.config import TextConfig, TokenizerConfig
 from charrnn.text.sources import read_text
@@ -90,11 +91,8 @@ def validation_ids(ckpt: dict, vocab: Tokenizer, run_dir: Path) -> tuple[np.ndar
 
 def text_ids(path: Path, vocab: Tokenizer) -> tuple[np.ndarray, str]:
     """A text file given with --eval-text, prepared and encoded as `charrnn eval` does."""
-    text = vocab.prepare(read_text(path, "text file"))
-    if missing := vocab.unknown(text):
-        gone = set(missing)
-        text = "".join(c for c in text if c not in gone)
-    return vocab.encode_prepared(text), str(path)
+    kept, _ = encode_seed(vocab, read_text(path, "text file"), unknown="drop")
+    return vocab.encode_prepared(kept), str(path)
 
 
 def export_model(

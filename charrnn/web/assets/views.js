@@ -113,17 +113,11 @@
       return m.score(s, { top: 5 }).then(function (res) {
         if (!fresh()) return;
         last = res;
-        // a piece with no text of its own (a byte inside a character) hands its nats
-        // on to the piece that shows the character, so the colour counts every byte
-        var carried = 0;
-        res.pieces.forEach(function (p) {
-          if (p.nats == null) return;
-          p.shown = p.nats + carried;
-          carried = p.end > p.start ? 0 : p.shown;
-        });
+        // `shown`: the piece's nats with those of the bytes before it inside the same
+        // character (the runtime folds them), so the colour counts every byte
         renderPieces(out, res.text, res.pieces, function (span, i, p) {
           span.tabIndex = 0;
-          if (p.nats == null || p.end === p.start) return;
+          if (p.shown == null) return;
           span.setAttribute("data-nats", String(p.shown));
           span.style.backgroundColor = heat(p.shown);
         });
@@ -151,7 +145,10 @@
       if (!p) return;
       var kids = [el("div", { cls: "cv-tip-piece", text: visible(p.text) })];
       if (p.nats == null) kids.push(el("div", { cls: "cv-tip-nats", text: "first piece: nothing to predict it from" }));
-      else kids.push(el("div", { cls: "cv-tip-nats", text: p.shown.toFixed(3) + " nats \u00b7 " + (p.shown / Math.LN2).toFixed(3) + " bits" }));
+      else {
+        var nats = p.shown == null ? p.nats : p.shown;
+        kids.push(el("div", { cls: "cv-tip-nats", text: nats.toFixed(3) + " nats \u00b7 " + (nats / Math.LN2).toFixed(3) + " bits" }));
+      }
       if (p.top && p.top.length) {
         kids.push(el("div", { cls: "cv-tip-head", text: "the model expected" }));
         kids.push(el("ol", { cls: "cv-preds" }, p.top.map(function (q) {

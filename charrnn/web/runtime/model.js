@@ -64,7 +64,7 @@ class Model {
     };
     while (made < o.length && !stops.done) {
       const id = pick(logits, this.tokenizer.special, o, random);
-      let piece = codePoints(decoder.push(id)).slice(0, o.length - made);
+      const piece = codePoints(decoder.push(id)).slice(0, o.length - made);
       made += piece.length;
       emit(stops.push(piece.join("")));
       if (made >= o.length && !stops.done) {
@@ -97,8 +97,8 @@ class Model {
   async score(text, options = {}) {
     const top = options.top || 0, ids = this.encode(text);
     if (ids.length < 2) throw new CharrnnError("the text needs at least two characters the model knows");
-    const pieces = this.pieces(ids), tokenBytes = this.tokenizer.tokenBytes;
-    const label = (id) => new TextDecoder().decode(tokenBytes[id]);
+    const pieces = this.pieces(ids), tokenBytes = this.tokenizer.tokenBytes, labels = new TextDecoder();
+    const label = (id) => labels.decode(tokenBytes[id]);
     pieces[0].nats = null;
     pieces[0].top = [];
     let total = 0;
@@ -118,7 +118,7 @@ class Model {
       // as `charrnn eval` counts bits/char (TextScore.bits_per_char): where there is one
       // token a character, per token; else the total over the characters
       natsPerChar: tokens === characters - 1 ? total / tokens : total / characters,
-      surprisal: spread(pieces, decoded.length),
+      surprisal: spread(foldBytes(pieces), decoded.length),
     };
   }
 
@@ -139,22 +139,30 @@ function topOf(p, k) {
   return Array.from(p.keys()).sort((a, b) => p[b] - p[a]).slice(0, k);
 }
 
-/** One surprisal per UTF-16 index: each piece's nats shared by its characters; the nats
- * of a piece with no text of its own (a byte inside a character) go to the next one. */
-function spread(pieces, length) {
-  const out = new Array(length).fill(null);
+/** Each piece that shows text gets `shown`: its nats, plus those of the pieces before
+ * it that have no text of their own (the bytes inside a character); the rest get null. */
+function foldBytes(pieces) {
   let carried = 0;
   for (const piece of pieces) {
+    piece.shown = null;
     if (piece.nats == null) continue;
     carried += piece.nats;
+    if (piece.end > piece.start) [piece.shown, carried] = [carried, 0];
+  }
+  return pieces;
+}
+
+/** One surprisal per UTF-16 index: each piece's shown nats shared by its characters. */
+function spread(pieces, length) {
+  const out = new Array(length).fill(null);
+  for (const piece of pieces) {
+    if (piece.shown == null) continue;
     const chars = codePoints(piece.text);
-    if (!chars.length) continue;
     let at = piece.start;
     for (const c of chars) {
-      out[at] = carried / chars.length;
+      out[at] = piece.shown / chars.length;
       at += c.length;
     }
-    carried = 0;
   }
   return out;
 }

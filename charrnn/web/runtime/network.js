@@ -135,24 +135,22 @@ class Layer {
     const { hidden: H, gx, gh, bx, bh, gates, h, c } = this;
     this.arena.matvec(this.wx, x, gx);
     this.arena.matvec(this.wh, this.hPad, gh);
+    const pre = (k) => bx[k] + gx[k] + (bh[k] + gh[k]); // gate row k before its nonlinearity
     if (this.cell === "lstm") {
       for (let u = 0; u < H; u++) {
-        const gate = (k) => bx[k * H + u] + gx[k * H + u] + (bh[k * H + u] + gh[k * H + u]);
-        const i = sigmoid(gate(0)), f = sigmoid(gate(1)), g = Math.tanh(gate(2)), o = sigmoid(gate(3));
+        const i = (gates[u] = sigmoid(pre(u))), f = (gates[H + u] = sigmoid(pre(H + u)));
+        const g = (gates[2 * H + u] = Math.tanh(pre(2 * H + u))), o = (gates[3 * H + u] = sigmoid(pre(3 * H + u)));
         c[u] = f * c[u] + i * g;
         h[u] = o * Math.tanh(c[u]);
-        [gates[u], gates[H + u], gates[2 * H + u], gates[3 * H + u]] = [i, f, g, o];
       }
     } else if (this.cell === "gru") {
       for (let u = 0; u < H; u++) {
-        const r = sigmoid(bx[u] + gx[u] + (bh[u] + gh[u]));
-        const z = sigmoid(bx[H + u] + gx[H + u] + (bh[H + u] + gh[H + u]));
+        const r = (gates[u] = sigmoid(pre(u))), z = (gates[H + u] = sigmoid(pre(H + u)));
         const n = Math.tanh(bx[2 * H + u] + gx[2 * H + u] + r * (bh[2 * H + u] + gh[2 * H + u]));
-        [gates[u], gates[H + u]] = [r, z];
         h[u] = (1 - z) * n + z * h[u];
       }
     } else {
-      for (let u = 0; u < H; u++) h[u] = Math.tanh(bx[u] + gx[u] + (bh[u] + gh[u]));
+      for (let u = 0; u < H; u++) h[u] = Math.tanh(pre(u));
     }
   }
   /** The values a trace asks for, after this step. */

@@ -88,15 +88,10 @@ class PieceTokenizer {
     if (this.dummyPrefix) s = META + s;
     const units = this.type !== "bpe" ? this.viterbi(s)
       : (this.wordsApart ? s.split(/(?=\u2581)/) : [s]).flatMap((word) => this.mergePairs(word));
-    if (!this.byteFallback) {
-      // without byte fallback, SentencePiece makes a run of unknown characters one <unk>
-      return units.filter((u, i) => u.id >= 0 || i === 0 || units[i - 1].id >= 0).map((u) => (u.id >= 0 ? u.id : this.unkId));
-    }
-    return units.flatMap((u) => (u.id >= 0 ? [u.id] : this.fallback(u.text)));
-  }
-  fallback(text) {
-    if (!this.byteFallback) return [this.unkId];
-    return Array.from(utf8(text), (b) => this.byteIds[b]);
+    if (this.byteFallback) return units.flatMap((u) => (u.id >= 0 ? [u.id] : Array.from(utf8(u.text), (b) => this.byteIds[b])));
+    // without byte fallback, SentencePiece makes a run of unknown characters one <unk>
+    const kept = units.filter((u, i) => u.id >= 0 || i === 0 || units[i - 1].id >= 0);
+    return kept.map((u) => (u.id >= 0 ? u.id : this.unkId));
   }
   /** Unigram: the best-scoring split; an uncovered character is one <unk> node. */
   viterbi(s) {
