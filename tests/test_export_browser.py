@@ -214,6 +214,27 @@ def test_the_plain_javascript_kernel_gives_what_the_simd_one_gives(browser, trai
     assert js_generate(page, "ROMEO:", length=60, temperature=0) == expected
 
 
+def test_a_browser_without_simd_a_worker_or_subtle_crypto_still_runs_the_model(
+    browser, trained, tmp_path
+):
+    """Each of the page's probes answering no, as an older or locked-down browser would:
+    WebAssembly SIMD does not validate, no worker can be made, no crypto.subtle (the
+    sha256 check is skipped). The model runs in the page, on the JavaScript kernel."""
+    checkpoint = trained("lstm", "char", 1)
+    page = open_page(
+        browser,
+        export(checkpoint, tmp_path / "site"),
+        "WebAssembly.validate = () => false; delete window.Worker;"
+        "Object.defineProperty(Crypto.prototype, 'subtle', {get: () => undefined});",
+    )
+    assert page.evaluate("charrnnModel.info.kernel") == "js"
+    assert page.evaluate("charrnnModel.info.runsIn") == "page"
+    assert page.evaluate("window.crypto.subtle === undefined")
+    model = charrnn.load(checkpoint, device="cpu")
+    expected = "".join(model.generate("ROMEO:", length=60, temperature=0))
+    assert js_generate(page, "ROMEO:", length=60, temperature=0) == expected
+
+
 @pytest.mark.parametrize("dtype", ["fp16", "int8"])
 def test_smaller_weights_compute_what_python_says_they_do(browser, trained, tmp_path, dtype):
     """The page's loss with fp16 or int8 weights is the loss export reported for them."""

@@ -201,3 +201,21 @@ def test_the_probe_takes_at_most_five_percent_of_the_budget_and_ten_seconds():
     assert sizing.probe_allowance(180) == pytest.approx(9)
     assert sizing.probe_allowance(3600) == 10
     assert sizing.probe_allowance(20) == pytest.approx(1)
+
+
+def test_cpus_of_one_name_with_other_features_keep_apart_in_the_speed_cache(monkeypatch):
+    """Two KVM guests both called "Intel(R) Xeon(R) Processor", one with AMX: the speeds
+    one measured are not the other's."""
+    import torch
+
+    from charrnn.runs import probe
+
+    monkeypatch.setattr(probe, "cpu_model", lambda: "Intel(R) Xeon(R) Processor")
+    monkeypatch.setattr(probe, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})
+    amx = probe.machine_fingerprint(torch.device("cpu"))
+    monkeypatch.setattr(probe, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    no_amx = probe.machine_fingerprint(torch.device("cpu"))
+    monkeypatch.setattr(probe, "cpu_flags", lambda: {"avx2"})
+    avx2 = probe.machine_fingerprint(torch.device("cpu"))
+    assert len({amx, no_amx, avx2}) == 3
+    assert "[avx2 avx512f avx512_bf16 amx_bf16]" in amx and "[avx2]" in avx2

@@ -25,7 +25,7 @@ from charrnn.inference import detach_state
 from charrnn.model.config import ModelConfig
 from charrnn.model.rnn import CharRNN
 from charrnn.runs.sizing import Candidate, Machine
-from charrnn.runtime import autocast, bf16_native, cpu_model
+from charrnn.runtime import autocast, bf16_native, cpu_flags, cpu_model
 from charrnn.train.config import TrainConfig
 from charrnn.train.optim import make_optimizer
 
@@ -177,12 +177,19 @@ class SpeedCache:
             atomic_write(self.path, lambda f: f.write(text))
 
 
+# the CPU features that decide a matmul's speed: virtual machines often name every Xeon
+# "Intel(R) Xeon(R) Processor", with AMX or without, and a shared home folder's cache
+# must not hand one node's bf16 speeds to another
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
 def machine_fingerprint(device: torch.device) -> str:
     """What a speed depends on besides the shape: the chip, threads, PyTorch, charrnn."""
     if device.type == "cuda":
         chip = torch.cuda.get_device_name(device)
     else:
-        chip = f"{cpu_model()} {torch.get_num_threads()} threads"
+        flags = " ".join(f for f in SPEED_FLAGS if f in cpu_flags()) or "no avx2"
+        chip = f"{cpu_model()} [{flags}] {torch.get_num_threads()} threads"
     return f"{device.type} {chip}, torch {torch.__version__}, charrnn {__version__}"
 
 
